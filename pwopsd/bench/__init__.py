@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers and write results/bench/*.json: ``python -m pwopsd.bench NAME``."""

