@@ -1,0 +1,62 @@
+# pwopsd: `make book` renders the book (toy profile, CPU), `make test` runs the test suite.
+# Both create .venv on first use (scripts/install.sh).
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SEED   ?= 1
+PROFILE ?= toy
+export HF_HUB_OFFLINE ?= 1
+export PYTHONHASHSEED ?= 0
+
+.PHONY: install book main-table test test-slow lint format lab sync-notebooks toy-data toy-models calibrate bench clean-book
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install pwopsd (CPU vLLM)
+
+main-table: $(STAMP)  ## run notebooks/main_table.ipynb with papermill (PROFILE, SEED)
+	@mkdir -p results/$(PROFILE)/main_table
+	$(VENV)/bin/papermill notebooks/main_table.ipynb results/$(PROFILE)/main_table/main_table.executed.ipynb \
+		-p seed $(SEED) -p profile $(PROFILE) --cwd notebooks
+
+book: main-table  ## the main job: run the main table at the CPU default profile, build the book
+	$(VENV)/bin/jupyter-book build book
+	@echo "Book: _build/html/index.html"
+
+test: $(STAMP)  ## the test suite CI runs (no slow tests)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)  ## everything, including slow tests (full pretraining, big benchmarks)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pwopsd tests scripts notebooks
+	$(VENV)/bin/ruff format --check pwopsd tests scripts notebooks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format pwopsd tests scripts notebooks
+	$(VENV)/bin/ruff check --fix pwopsd tests scripts notebooks
+
+lab: $(STAMP)  ## JupyterLab (with jupytext pairing) on the project's environment
+	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+sync-notebooks: $(STAMP)  ## after editing notebooks/*.py, refresh the paired .ipynb (outputs stripped)
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+toy-data: $(STAMP)  ## regenerate data/toy/*.jsonl
+	$(PY) -m pwopsd.toy.build_data
+
+toy-models: $(STAMP)  ## retrain the three shipped toy checkpoints (~15 min each on 2 cores)
+	$(PY) -m pwopsd.toy.pretrain --family all
+
+calibrate: $(STAMP)  ## results/toy/calibration.json
+	$(PY) -m pwopsd.toy.calibrate
+
+bench: $(STAMP)  ## loss and grading benchmarks -> results/bench/*.json
+	$(PY) -m pwopsd.bench loss
+	$(PY) -m pwopsd.bench grading
+
+clean-book:
+	rm -rf book/_build

@@ -1,0 +1,37 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (pwopsd)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Cross-model: OPSD vs PW-OPSD Moderate on three model families
+#
+# The paper's second table: the Moderate schedule, held fixed, on Qwen3, a DeepSeek-R1-Distill
+# Llama and an Olmo-3 Think model (toy stand-ins of the same architectures in the toy profile).
+
+# %% tags=["parameters"]
+seed = 1
+profile = "toy"
+out_dir = ""
+families = ["qwen3", "llama", "olmo3"]
+methods = ["opsd", "pw_opsd"]
+
+# %%
+# Validate every parameter before any compute (papermill only warns on unknown names).
+from pwopsd.config import CrossModelConfig
+
+cfg = CrossModelConfig.from_namespace(globals())
+cfg
+
+# %%
+from pwopsd import sections
+
+result = sections.run_section(cfg)

@@ -1,0 +1,43 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (pwopsd)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Schedule sweep: how much should late tokens count?
+#
+# PW-OPSD under the Mild, Moderate, Sharp and Aggressive schedules, plus an optional custom
+# schedule (`w_min`, `c`, `s`). Only Moderate's values are published; the other three are this
+# project's choice (see `pwopsd.losses.SCHEDULES`).
+
+# %% tags=["parameters"]
+seed = 1
+profile = "toy"
+out_dir = ""
+schedules = ["mild", "moderate", "sharp", "aggressive"]
+w_min = None
+c = None
+s = None
+
+# %%
+# Validate every parameter before any compute (papermill only warns on unknown names).
+from pwopsd.config import ScheduleSweepConfig
+
+cfg = ScheduleSweepConfig.from_namespace(globals())
+cfg
+
+# %%
+from pwopsd import sections
+
+sections.show_schedules(cfg)
+
+# %%
+result = sections.run_section(cfg)

@@ -1,0 +1,214 @@
+"""Tables and figures for the notebooks and the book, always drawn from results files.
+
+Every function takes the parsed JSON of a results file (or a path) and returns a pandas
+DataFrame or a matplotlib Figure; nothing here holds a number of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # book builds and papermill runs have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pwopsd.config import REPO_ROOT, RESULTS_DIR  # noqa: E402
+
+PUBLISHED_DIR = REPO_ROOT / "data" / "published"
+
+
+def load_json(path: str | Path) -> dict[str, Any] | None:
+    """Parsed JSON at ``path`` (relative paths are from the repo root), or None if absent."""
+    p = Path(path)
+    p = p if p.is_absolute() else REPO_ROOT / p
+    if not p.exists():
+        return None
+    return json.loads(p.read_text())
+
+
+def section_results(profile: str, section: str) -> dict[str, Any] | None:
+    """results/<profile>/<section>/<section>.json, or None."""
+    return load_json(RESULTS_DIR / profile / section / f"{section}.json")
+
+
+def status_line(result: dict[str, Any] | None, section: str) -> str:
+    """One sentence saying whether a section has results, for the top of a book page."""
+    if result is None:
+        return f"No results yet: run `notebooks/{section}.ipynb` with papermill."
+    prov = result.get("provenance", {})
+    where = f"profile `{prov.get('profile')}`, seed {prov.get('seed')}, commit `{str(prov.get('git_commit'))[:12]}`"
+    if result.get("status") == "pending":
+        return f"Skeleton only ({where}): {result.get('reason')}."
+    return f"Results from {where}, {prov.get('wall_seconds', 0):.0f} s wall time."
+
+
+def fmt_mean_sd(mean: float | None, sd: float | None, scale: float = 100.0) -> str:
+    if mean is None:
+        return "n/a"
+    if sd is None:
+        return f"{scale * mean:.2f}"
+    return f"{scale * mean:.2f} ± {scale * sd:.2f}"
+
+
+# ------------------------------------------------------------------ published numbers
+
+
+def published_table(model: str | None = None) -> pd.DataFrame:
+    """The paper's Avg@12 table (mean ± sd over 3 seeds) from data/published/main_table.json."""
+    doc = load_json(PUBLISHED_DIR / "main_table.json")
+    assert doc is not None, "data/published/main_table.json is missing"
+    rows = []
+    for r in doc["rows"]:
+        if model is not None and r["model"] != model:
+            continue
+        row = {"model": r["model"], "method": r["method"]}
+        for b in doc["benchmarks"]:
+            s = (r["scores"] or {}).get(b)
+            row[b] = f"{s['mean']:.2f} ± {s['sd']:.2f}" if s else "not published"
+        row["mean"] = f"{r['mean']:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["model", "method"])
+
+
+# ------------------------------------------------------------------ main table
+
+
+def main_table_frame(result: dict[str, Any], metric: str = "avg") -> pd.DataFrame:
+    """Methods x benchmarks table of one metric (avg/pass/maj), "mean ± sd" in %."""
+    labels = {b["name"]: b["label"] or b["name"] for b in result["benchmarks"]}
+    rows = []
+    for method, summary in result.get("methods", {}).items():
+        row: dict[str, Any] = {"method": method}
+        means = []
+        for name, label in labels.items():
+            agg = summary["benchmarks"][name]["aggregate"][metric]
+            row[label] = fmt_mean_sd(agg["mean"], agg["sd"])
+            means.append(agg["mean"])
+        row["mean"] = f"{100 * sum(means) / len(means):.2f}"
+        rows.append(row)
+    for method, reason in result.get("pending", {}).items():
+        rows.append({"method": method, **{lab: "pending" for lab in labels.values()}, "mean": "pending"})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def plot_main_table(result: dict[str, Any]) -> plt.Figure:
+    """Grouped bars of Avg@k, Pass@k and Maj@k per benchmark (error bars: sd over seeds)."""
+    labels = {b["name"]: b["label"] or b["name"] for b in result["benchmarks"]}
+    methods = list(result.get("methods", {}))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)
+    width = 0.8 / max(1, len(methods))
+    for ax, metric in zip(axes, ("avg", "pass", "maj")):
+        for j, method in enumerate(methods):
+            bench = result["methods"][method]["benchmarks"]
+            xs = [i + j * width for i in range(len(labels))]
+            means = [100 * bench[n]["aggregate"][metric]["mean"] for n in labels]
+            sds = [100 * (bench[n]["aggregate"][metric]["sd"] or 0.0) for n in labels]
+            ax.bar(xs, means, width, yerr=sds, capsize=3, label=method)
+        ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(labels))])
+        ax.set_xticklabels(list(labels.values()), rotation=20, ha="right")
+        ax.set_title(f"{metric.capitalize()}@k")
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("%")
+    axes[-1].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ toy world
+
+
+def calibration_frame(cal: dict[str, Any]) -> pd.DataFrame:
+    """Family x template table of Avg/Pass/Maj@n (%) from results/toy/calibration.json."""
+    rows = []
+    for family, entry in cal.items():
+        for template in ("student", "teacher_solution", "teacher_answer"):
+            m = entry[template]
+            rows.append(
+                {
+                    "family": family,
+                    "template": template,
+                    "set": entry["set"],
+                    f"Avg@{entry['n']}": round(100 * m["avg"], 1),
+                    f"Pass@{entry['n']}": round(100 * m["pass"], 1),
+                    f"Maj@{entry['n']}": round(100 * m["maj"], 1),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["family", "template"])
+
+
+def plot_calibration(cal: dict[str, Any]) -> plt.Figure:
+    """Avg@n per template and family: the privileged templates should sit above the student."""
+    fams = list(cal)
+    templates = ("student", "teacher_answer", "teacher_solution")
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / len(templates)
+    for j, t in enumerate(templates):
+        ax.bar(
+            [i + j * width for i in range(len(fams))],
+            [100 * cal[f][t]["avg"] for f in fams],
+            width,
+            label=t,
+        )
+    ax.set_xticks([i + width for i in range(len(fams))])
+    ax.set_xticklabels(fams)
+    ax.set_ylabel("Avg@n (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def plot_schedules(
+    names: list[str] | None = None, custom: tuple[float | None, float | None, float | None] = (None, None, None)
+) -> plt.Figure:
+    """w(u) = w_min + (1 - w_min) sigmoid((u - c) / s) for each schedule (PROTOCOL section 2)."""
+    import torch
+
+    from pwopsd.losses import SCHEDULES, position_weights
+
+    names = list(SCHEDULES) if names is None else names
+    curves = {n: SCHEDULES[n] for n in names}
+    if all(v is not None for v in custom):
+        curves["custom"] = custom
+    mask = torch.ones(1, 200, dtype=torch.bool)
+    u = (torch.arange(1, 201) - 0.5) / 200
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, (w_min, c, s) in curves.items():
+        w = position_weights(mask, w_min=w_min, c=c, s=s)[0]
+        ax.plot(u.numpy(), w.numpy(), label=f"{name} (w_min={w_min}, c={c}, s={s})")
+    ax.set_xlabel("relative position u = (i - 0.5) / L")
+    ax.set_ylabel("token weight w(u)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ benchmarks
+
+
+def loss_bench_frame(bench: dict[str, Any]) -> pd.DataFrame:
+    """Time, memory above inputs and gradient error per loss implementation."""
+    rows = []
+    for impl, r in bench["impls"].items():
+        if r is None:
+            continue
+        rows.append(
+            {
+                "implementation": impl,
+                "seconds": r.get("seconds"),
+                "memory above inputs (GiB)": (r["peak_rss_bytes"] - r["baseline_rss_bytes"]) / 2**30
+                if r.get("peak_rss_bytes") is not None
+                else None,
+                "max rel grad err": r.get("max_rel_grad_err"),
+            }
+        )
+    return pd.DataFrame(rows).set_index("implementation")

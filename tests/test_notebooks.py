@@ -1,0 +1,107 @@
+"""Notebooks: jupytext pairs in sync, parameters == config fields, bad parameters fail first."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+
+import jupytext
+import papermill as pm
+import pytest
+
+from pwopsd.config import NOTEBOOK_CONFIGS
+from tests.conftest import REPO_ROOT
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+SECTIONS = sorted(NOTEBOOK_CONFIGS)
+
+
+def test_one_notebook_per_section():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == SECTIONS
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.py")) == SECTIONS
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_pair_in_sync_and_without_outputs(section):
+    ipynb = json.loads((NOTEBOOKS / f"{section}.ipynb").read_text())
+    from_py = jupytext.read(NOTEBOOKS / f"{section}.py")
+    got = [(c["cell_type"], "".join(c["source"]), c["metadata"].get("tags", [])) for c in ipynb["cells"]]
+    want = [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in from_py.cells]
+    assert got == want, f"notebooks/{section}.ipynb and .py differ: run `make sync-notebooks`"
+    for cell in ipynb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, (
+                f"notebooks/{section}.ipynb is committed with outputs"
+            )
+
+
+def _parameters_cell(section: str) -> tuple[int, dict[str, object]]:
+    nb = jupytext.read(NOTEBOOKS / f"{section}.py")
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    cell = code_cells[0]
+    assert "parameters" in cell.metadata.get("tags", []), "the first code cell must be tagged parameters"
+    values = {}
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    return nb.cells.index(cell), values
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_parameters_map_onto_config(section):
+    _, values = _parameters_cell(section)
+    cls = NOTEBOOK_CONFIGS[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert list(values) == list(fields), f"{section}: parameters cell names != {cls.__name__} fields"
+    defaults = cls()
+    for name, value in values.items():
+        assert value == getattr(defaults, name), f"{section}.{name}: notebook default != config default"
+
+
+BAD_PARAMETERS = [
+    ("main_table", {"sed": 1}, "ConfigError", "sed"),
+    ("main_table", {"seed": -3}, "ConfigError", "seed=-3"),
+    ("main_table", {"profile": "laptop"}, "ConfigError", "profile='laptop'"),
+    ("main_table", {"methods": ["opsd", "dpo"]}, "ConfigError", "methods contains 'dpo'"),
+    ("main_table", {"eval_seeds": "three"}, "ConfigError", "eval_seeds='three'"),
+    ("schedule_sweep", {"schedules": ["gentle"]}, "ConfigError", "schedules contains 'gentle'"),
+    ("schedule_sweep", {"w_min": 1.2, "c": 0.3, "s": 0.1}, "ConfigError", "w_min=1.2"),
+    ("reduction_factorial", {"schedule": "extreme"}, "ConfigError", "schedule='extreme'"),
+    ("cross_model", {"families": ["mistral"]}, "ConfigError", "families contains 'mistral'"),
+    ("diagnostic", {"bootstrap": 0}, "ConfigError", "bootstrap=0"),
+]
+
+
+@pytest.mark.parametrize("section, params, ename, needle", BAD_PARAMETERS)
+def test_bad_parameter_fails_in_first_cell(tmp_path, section, params, ename, needle):
+    param_index, _ = _parameters_cell(section)
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(
+            str(NOTEBOOKS / f"{section}.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={**params, "out_dir": str(tmp_path / "results")},
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    assert err.value.ename == ename
+    assert needle in err.value.evalue
+    # papermill inserts the injected-parameters cell right after the parameters cell; the
+    # validation cell right after that is the first one to run anything.
+    assert err.value.cell_index == param_index + 2
+    assert not (tmp_path / "results").exists(), "no results may be written on bad input"
+
+
+def test_pending_section_runs_and_writes_status(tmp_path):
+    out = tmp_path / "rf"
+    pm.execute_notebook(
+        str(NOTEBOOKS / "reduction_factorial.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={"seed": 2, "out_dir": str(out)},
+        progress_bar=False,
+        kernel_name="python3",
+    )
+    doc = json.loads((out / "reduction_factorial.json").read_text())
+    assert doc["config"]["seed"] == 2
+    assert doc["provenance"]["seed"] == 2 and doc["provenance"]["profile"] == "toy"
+    assert doc["status"] in {"pending", "ok"}
