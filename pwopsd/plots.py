@@ -86,7 +86,7 @@ def main_table_frame(result: dict[str, Any], metric: str = "avg") -> pd.DataFram
         row: dict[str, Any] = {"method": method}
         means = []
         for name, label in labels.items():
-            agg = summary["benchmarks"][name]["aggregate"][metric]
+            agg = summary["benchmarks"][name]["mean_sd"][metric]
             row[label] = fmt_mean_sd(agg["mean"], agg["sd"])
             means.append(agg["mean"])
         row["mean"] = f"{100 * sum(means) / len(means):.2f}"
@@ -106,8 +106,8 @@ def plot_main_table(result: dict[str, Any]) -> plt.Figure:
         for j, method in enumerate(methods):
             bench = result["methods"][method]["benchmarks"]
             xs = [i + j * width for i in range(len(labels))]
-            means = [100 * bench[n]["aggregate"][metric]["mean"] for n in labels]
-            sds = [100 * (bench[n]["aggregate"][metric]["sd"] or 0.0) for n in labels]
+            means = [100 * bench[n]["mean_sd"][metric]["mean"] for n in labels]
+            sds = [100 * (bench[n]["mean_sd"][metric]["sd"] or 0.0) for n in labels]
             ax.bar(xs, means, width, yerr=sds, capsize=3, label=method)
         ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(labels))])
         ax.set_xticklabels(list(labels.values()), rotation=20, ha="right")

@@ -1,0 +1,296 @@
+"""pwopsd.kernels: chunked, fused-linear and Triton clipped FKL against the plain oracle."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pwopsd import losses as L
+from pwopsd.config import REPO_ROOT
+from pwopsd.kernels.chunked import chunked_clipped_fkl, weighted_chunked_clipped_fkl
+from pwopsd.kernels.fused_linear import fused_linear_clipped_fkl
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 2e-2}
+
+
+def logits(b, t, v, dtype, seed=0, masked_vocab=True):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(b, t, v, generator=g, dtype=torch.float64) * 2.5
+    te = s + torch.randn(b, t, v, generator=g, dtype=torch.float64) * 1.5
+    if masked_vocab:
+        te[0, 0, : v // 3] = -math.inf  # teacher masks part of the vocabulary
+        s[-1, -1, 1 : v // 4] = -math.inf  # student gives 0 mass where the teacher does not
+    return s.to(dtype), te.to(dtype)
+
+
+def rel(x, ref):
+    x, ref = x.detach().double(), ref.detach().double()
+    return float((x - ref).abs().max() / ref.abs().max().clamp(min=1e-12))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("temperature,tau,chunk", [(1.1, 0.05, 4), (1.0, None, 5), (0.7, 0.3, 64)])
+def test_chunked_matches_oracle(dtype, temperature, tau, chunk):
+    s, t = logits(3, 7, 53, dtype)
+    upstream = torch.randn(3, 7, dtype=torch.float64)
+    x = s.clone().requires_grad_(True)
+    ref = L.reference_per_token_clipped_fkl(x, t, temperature, tau)
+    (g_ref,) = torch.autograd.grad((ref * upstream.to(ref.dtype)).sum(), x)
+    y = s.clone().requires_grad_(True)
+    out = chunked_clipped_fkl(y, t, temperature, tau, chunk_size=chunk, compile=False)
+    (g,) = torch.autograd.grad((out * upstream.to(out.dtype)).sum(), y)
+    assert out.shape == (3, 7) and g.dtype == dtype
+    finite = torch.isfinite(ref)
+    assert torch.equal(finite, torch.isfinite(out))  # tau=None: the same +inf tokens
+    assert rel(out[finite], ref[finite]) <= TOL[dtype]
+    assert torch.isfinite(g.float()).all()
+    if tau is not None:  # with an inf token and no clip the gradient is meaningless
+        assert rel(g, g_ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_weighted_chunked_matches_reduce_tokens(dtype):
+    s, t = logits(3, 9, 41, dtype, seed=1)
+    mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [0] * 9], dtype=torch.bool)
+    s[~mask] = math.nan  # garbage at padding must not leak into the loss or the gradient
+    w = L.position_weights(mask, *L.SCHEDULES["sharp"])
+    fp = torch.float64 if dtype == torch.float64 else torch.float32
+    for per_seq in (False, True):
+        x = s.clone().requires_grad_(True)
+        ref = L.reduce_tokens(L.reference_per_token_clipped_fkl(x, t), mask, w, per_seq)
+        (g_ref,) = torch.autograd.grad(ref, x)
+        y = s.clone().requires_grad_(True)
+        coeff = L.token_coefficients(mask, w, per_seq, fp)
+        total, per_token = weighted_chunked_clipped_fkl(y, t, coeff, chunk_size=4, compile=False)
+        (g,) = torch.autograd.grad(total * 3.0, y)  # a non-unit upstream scalar
+        assert not per_token.requires_grad
+        assert per_token.reshape(-1)[20:24].eq(0).all()  # an all-padding chunk is skipped
+        assert abs(total.item() - ref.item()) <= TOL[dtype] * abs(ref.item())
+        assert torch.isfinite(g).all() and g[~mask].eq(0).all()
+        assert rel(g, 3.0 * g_ref.nan_to_num(0.0)) <= TOL[dtype]
+
+
+def test_all_masked_batch_and_per_token_zero_upstream():
+    s, t = logits(2, 4, 17, torch.float32)
+    s[1] = math.nan  # a whole padded row of garbage
+    x = s.clone().requires_grad_(True)
+    total, _ = weighted_chunked_clipped_fkl(x, t, torch.zeros(2, 4), compile=False)
+    (g,) = torch.autograd.grad(total, x)
+    assert total.item() == 0.0 and g.eq(0).all()
+    y = s.clone().requires_grad_(True)
+    out = chunked_clipped_fkl(y, t, chunk_size=3, compile=False)
+    mask = torch.tensor([[True] * 4, [False] * 4])
+    (g,) = torch.autograd.grad(L.reduce_tokens(out, mask), y)
+    assert torch.isfinite(g).all() and g[1].eq(0).all() and g[0].abs().sum() > 0
+
+
+def test_gradcheck_fp64_tiny():
+    s, t = logits(2, 3, 9, torch.float64, seed=3, masked_vocab=False)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    coeff = L.token_coefficients(mask, L.position_weights(mask), True, torch.float64)
+    x = s.clone().requires_grad_(True)
+    # tau large enough that no entry sits at the clip's kink (gradcheck needs smoothness there)
+    assert torch.autograd.gradcheck(
+        lambda a: chunked_clipped_fkl(a, t, 1.1, 0.3, chunk_size=2, compile=False), (x,)
+    )
+
+    # the weighted path consumes its stored gradient (one backward per graph): central differences
+    def f(a):
+        return weighted_chunked_clipped_fkl(a, t, coeff, 1.3, 0.3, chunk_size=4, compile=False)[0]
+
+    (g,) = torch.autograd.grad(f(x), x)
+    for idx in [(0, 0, 0), (0, 2, 5), (1, 1, 8), (1, 2, 3)]:
+        e = torch.zeros_like(s)
+        e[idx] = 1e-6
+        fd = (f(s + e) - f(s - e)).item() / 2e-6
+        assert g[idx].item() == pytest.approx(fd, rel=1e-6, abs=1e-10)
+    assert g[1, 2].eq(0).all()  # masked token
+    h_s = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    h_t = torch.randn(2, 3, 5, dtype=torch.float64)
+    w = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    w_teacher = w.detach().clone()  # the teacher pass is a constant even when it shares the lm_head
+    assert torch.autograd.gradcheck(
+        lambda a, b: fused_linear_clipped_fkl(
+            a, h_t, b, coeff, 1.1, 0.3, teacher_weight=w_teacher, chunk_size=4, compile=False
+        )[0],
+        (h_s, w),
+    )
+
+
+def test_clip_actually_active_in_these_tests():
+    s, t = logits(3, 7, 53, torch.float64)
+    assert (
+        L.reference_per_token_clipped_fkl(s, t, 1.1, 0.05)
+        .lt(L.reference_per_token_clipped_fkl(s, t, 1.1, None))
+        .any()
+    )
+
+
+@pytest.mark.parametrize("separate_teacher_weight", [False, True])
+def test_fused_linear_matches_oracle_linear(separate_teacher_weight):
+    g = torch.Generator().manual_seed(5)
+    b, t, h, v = 2, 11, 24, 97
+    h_s = torch.randn(b, t, h, generator=g)
+    h_t = h_s + 0.3 * torch.randn(b, t, h, generator=g)
+    w = torch.randn(v, h, generator=g) * 0.6
+    w_t = w + 0.1 * torch.randn(v, h, generator=g) if separate_teacher_weight else None
+    mask = torch.ones(b, t, dtype=torch.bool)
+    mask[1, 7:] = False
+    coeff = L.token_coefficients(mask, L.position_weights(mask), per_sequence=True)
+    a, wa = h_s.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    ref = (
+        L.reference_per_token_clipped_fkl(a @ wa.T, h_t @ (w if w_t is None else w_t).T) * coeff
+    ).sum()
+    ga, gwa = torch.autograd.grad(ref, (a, wa))
+    c, wc = h_s.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    total, per_token = fused_linear_clipped_fkl(
+        c, h_t, wc, coeff, teacher_weight=w_t, chunk_size=4, compile=False
+    )
+    gc, gwc = torch.autograd.grad(2.0 * total, (c, wc))
+    assert abs(total.item() - ref.item()) <= 1e-5 * abs(ref.item())
+    assert per_token.shape == (b, t)
+    assert rel(gc, 2 * ga) <= 1e-5 and rel(gwc, 2 * gwa) <= 1e-5
+    # frozen lm_head: no weight gradient is formed
+    d = h_s.clone().requires_grad_(True)
+    total, _ = fused_linear_clipped_fkl(
+        d, h_t, w, coeff, teacher_weight=w_t, chunk_size=8, compile=False
+    )
+    total.backward()
+    assert rel(d.grad, ga) <= 1e-5
+
+
+def test_kernel_input_errors():
+    s, t = logits(1, 2, 8, torch.float32)
+    with pytest.raises(ValueError, match="teacher_logits requires grad"):
+        chunked_clipped_fkl(s, t.clone().requires_grad_(True))
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunked_clipped_fkl(s, t, chunk_size=0)
+    with pytest.raises(ValueError, match="vocab sizes"):
+        chunked_clipped_fkl(s, t[..., :7])
+    with pytest.raises(ValueError, match="coefficients must have shape"):
+        weighted_chunked_clipped_fkl(s, t, torch.ones(3))
+    with pytest.raises(ValueError, match="compile"):
+        chunked_clipped_fkl(s, t, compile="yes")
+    h = torch.zeros(1, 2, 4)
+    with pytest.raises(ValueError, match=r"weight must be \[V, H\]"):
+        fused_linear_clipped_fkl(h, h, torch.zeros(8, 5), torch.ones(1, 2))
+    with pytest.raises(ValueError, match="teacher_weight"):
+        fused_linear_clipped_fkl(
+            h, h, torch.zeros(8, 4), torch.ones(1, 2), teacher_weight=torch.zeros(9, 4)
+        )
+
+
+def test_double_backward_refused_on_weighted_path_allowed_on_per_token():
+    s, t = logits(1, 2, 8, torch.float32)
+    x = s.clone().requires_grad_(True)
+    loss, _ = weighted_chunked_clipped_fkl(x, t, torch.ones(1, 2), compile=False)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        loss.backward()
+    y = s.clone().requires_grad_(True)
+    loss = chunked_clipped_fkl(y, t, compile=False).sum()
+    loss.backward(retain_graph=True)
+    first = y.grad.clone()
+    loss.backward()
+    assert torch.allclose(y.grad, 2 * first)
+
+
+def test_loss_only_path_without_grad():
+    s, t = logits(2, 3, 19, torch.float32)
+    with torch.no_grad():
+        out = chunked_clipped_fkl(s, t, chunk_size=2, compile=False)
+    assert torch.allclose(out, L.reference_per_token_clipped_fkl(s, t), atol=1e-6)
+
+
+def test_triton_kernel_in_interpreter():
+    """The Triton kernel itself, run by Triton's CPU interpreter through the GPU check script."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "ignore",
+            str(REPO_ROOT / "scripts" / "check_triton.py"),
+            "--interpret",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "correctness: PASS" in proc.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_triton_on_cuda_matches_oracle():
+    from pwopsd.kernels.triton_fkl import triton_clipped_fkl
+
+    s, t = logits(4, 16, 1000, torch.float32)
+    s, t = s.cuda().requires_grad_(True), t.cuda()
+    ref = L.reference_per_token_clipped_fkl(s, t)
+    (g_ref,) = torch.autograd.grad(ref.sum(), s)
+    out = triton_clipped_fkl(s, t)
+    (g,) = torch.autograd.grad(out.sum(), s)
+    assert rel(out, ref) <= 1e-5 and rel(g, g_ref) <= 1e-5
+    assert L.per_token_clipped_fkl(s.detach(), t).allclose(
+        ref.detach(), atol=1e-5
+    )  # "auto" picks Triton
+
+
+@pytest.mark.slow
+def test_compiled_chunk_body_matches_eager():
+    """torch.compile'd chunk body (inductor; tens of seconds to compile) vs the eager one."""
+    s, t = logits(2, 64, 4096, torch.float32)
+    mask = torch.ones(2, 64, dtype=torch.bool)
+    coeff = L.token_coefficients(mask, L.position_weights(mask), True)
+    grads = []
+    for compile in (False, True):
+        x = s.clone().requires_grad_(True)
+        total, _ = weighted_chunked_clipped_fkl(
+            x, t, coeff, chunk_size=48, compile=compile
+        )  # tail chunk too
+        total.backward()
+        grads.append((total.item(), x.grad))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    assert rel(grads[1][1], grads[0][1]) <= 1e-5
+
+
+def test_auto_falls_back_to_chunked_when_triton_fails(monkeypatch):
+    monkeypatch.setattr(L, "_TRITON_FAILED", [])
+
+    def broken():
+        raise RuntimeError("kernel failed to compile")
+
+    with pytest.warns(UserWarning, match="using the chunked kernel"):
+        assert L._triton_or_chunked(True, broken, lambda: "chunked") == "chunked"
+    assert L._TRITON_FAILED  # "auto" no longer picks Triton in this process
+    assert L._auto_impl(torch.zeros(1)) == "chunked"
+    with pytest.raises(RuntimeError, match="failed to compile"):
+        L._triton_or_chunked(False, broken, lambda: "chunked")  # explicit impl="triton" raises
+
+
+@pytest.mark.parametrize("tau", [0.05, None, -0.02])
+def test_inplace_eager_body_equals_functional_body(tau):
+    from pwopsd.kernels.chunked import fkl_chunk, fkl_chunk_inplace
+
+    s, t = logits(1, 6, 31, torch.float64)
+    s, t = s[0], t[0]  # [6, 31]
+    t[2, :] = -math.inf
+    t[2, 3] = 1.0  # a one-hot teacher row
+    s[4] = math.nan  # garbage row with coefficient 0
+    coeff = torch.tensor([1.0, 0.5, 2.0, 1.0, 0.0, 0.3], dtype=torch.float64)
+    loss_a, grad_a = fkl_chunk(s, t, coeff, 1 / 1.1, tau)
+    loss_b, grad_b = fkl_chunk_inplace(s, t, coeff, 1 / 1.1, tau)
+    keep = coeff != 0
+    assert torch.allclose(loss_a[keep], loss_b[keep], atol=1e-12)  # equal infinities count as close
+    assert torch.isfinite(grad_b).all() and grad_b[4].eq(0).all()
+    if tau is not None:
+        assert torch.allclose(grad_a, grad_b, atol=1e-12)
