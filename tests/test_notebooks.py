@@ -105,3 +105,29 @@ def test_pending_section_runs_and_writes_status(tmp_path):
     assert doc["config"]["seed"] == 2
     assert doc["provenance"]["seed"] == 2 and doc["provenance"]["profile"] == "toy"
     assert doc["status"] in {"pending", "ok"}
+
+
+@pytest.mark.vllm
+def test_main_table_notebook_end_to_end(tmp_path):
+    """The notebook `make book` runs: real vLLM sampling of the base toy model, real grading."""
+    out = tmp_path / "mt"
+    nb = pm.execute_notebook(
+        str(NOTEBOOKS / "main_table.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={"seed": 1, "out_dir": str(out), "max_problems": 2, "eval_seeds": 2,
+                    "methods": ["base", "pw_opsd"], "schedules": ["moderate"]},
+        progress_bar=False,
+        kernel_name="python3",
+    )
+    doc = json.loads((out / "main_table.json").read_text())
+    assert doc["status"] == "ok" and doc["eval_seeds"] == [1000, 1001]
+    assert doc["pending"] == {"pw_opsd_moderate": "training (pwopsd.train) has not landed yet"}
+    base = doc["methods"]["base"]["benchmarks"]
+    assert list(base) == ["toy_math500", "toy_aime24", "toy_aime25", "toy_hmmt25"]
+    for scores in base.values():
+        avg = scores["mean_sd"]["avg"]
+        assert 0.0 <= avg["mean"] <= 1.0 and avg["sd"] is not None
+        assert scores["mean_sd"]["pass"]["mean"] >= avg["mean"]
+    assert doc["provenance"]["profile"] == "toy" and doc["provenance"]["git_commit"]
+    shown = json.dumps(nb["cells"][-1]["outputs"])
+    assert "Toy MATH-500" in shown and "pending" in shown

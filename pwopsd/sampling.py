@@ -1,0 +1,417 @@
+"""Generation backends: vLLM (one engine per process, reused) and HF ``generate`` as a fallback.
+
+Both engines take rendered prompt strings and return :class:`Completion` objects (text,
+token ids, log-probabilities of the sampled tokens under the unprocessed model
+distribution, finish reason), so evaluation and training rollouts share them.
+
+Seeding: every sample carries its own seed (:func:`derive_seed` of the run seed and the
+sample's identity), so a sample does not depend on which other requests ran beside it,
+as long as the backend's numerics do not depend on batch composition (on GPUs they
+may: batched matmuls reduce in a batch-size-dependent order).
+
+A model may be a base model, a merged checkpoint (both a ``from_pretrained`` path or hub
+name) or a base model plus a PEFT LoRA adapter directory (``adapter=``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pwopsd.config import SamplingConfig
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...] | None
+    """Log-probability of each sampled token (None unless requested)."""
+    finish_reason: str | None
+    """"stop" (EOS / stop string), "length" (budget hit), or None."""
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """One sample to draw: ``key`` comes back with its completion."""
+
+    key: Hashable
+    prompt: str
+    seed: int
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from the run seed and a sample's identity (benchmark, problem, index).
+
+    SHA-256 of the parts' reprs: stable across processes and Python versions (unlike hash()).
+    """
+    digest = hashlib.sha256("\x1f".join(repr(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31 - 1)
+
+
+def check_sampling(sampling: SamplingConfig) -> None:
+    """Raise ValueError naming the bad field (before any engine starts)."""
+    if sampling.n < 1:
+        raise ValueError(f"sampling.n={sampling.n} must be >= 1")
+    if sampling.temperature < 0:
+        raise ValueError(f"sampling.temperature={sampling.temperature} must be >= 0")
+    if not 0 < sampling.top_p <= 1:
+        raise ValueError(f"sampling.top_p={sampling.top_p} must lie in (0, 1]")
+    if sampling.top_k == 0 or sampling.top_k < -1:
+        raise ValueError(f"sampling.top_k={sampling.top_k} must be -1 (off) or >= 1")
+    if sampling.max_new_tokens < 1:
+        raise ValueError(f"sampling.max_new_tokens={sampling.max_new_tokens} must be >= 1")
+
+
+def check_model_paths(model: str, adapter: str | None) -> None:
+    """Fail early on a missing local model / adapter (hub names pass through)."""
+    looks_local = model.startswith(("/", ".", "~")) or Path(model).exists()
+    if looks_local and not (Path(model).expanduser() / "config.json").is_file():
+        raise FileNotFoundError(f"model {model!r} is not a model directory (no config.json)")
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter {adapter!r} has no adapter_config.json")
+
+
+def adapter_rank(adapter: str) -> int:
+    return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
+
+
+# --------------------------------------------------------------------------------------
+# vLLM
+# --------------------------------------------------------------------------------------
+
+
+class VLLMEngine:
+    """A vLLM ``LLM`` kept for the life of the process; samples stream out as they finish.
+
+    On the CPU build ``gpu_memory_utilization`` is the fraction of host RAM for the KV
+    cache: keep it small. Set ``enable_lora`` (or pass ``adapter``) to serve LoRA adapters.
+    """
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        seed: int = 0,
+        enable_lora: bool = False,
+        max_lora_rank: int | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        check_model_paths(model, adapter)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from vllm import LLM
+
+        self.model = model
+        self.adapter = adapter
+        kwargs: dict[str, Any] = dict(
+            model=model,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            seed=seed,
+        )
+        if adapter is not None or enable_lora:
+            rank = max_lora_rank or (adapter_rank(adapter) if adapter else 64)
+            kwargs.update(
+                enable_lora=True,
+                max_lora_rank=next((r for r in VLLM_LORA_RANKS if r >= rank), rank),
+                max_loras=1,
+            )
+        kwargs.update(engine_kwargs)
+        t0 = time.perf_counter()
+        self.llm = LLM(**kwargs)
+        self.startup_seconds = time.perf_counter() - t0
+        self._lora_ids: dict[tuple[str, tuple], int] = {}
+        self._inflight: list[str] = []
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.llm.get_tokenizer()
+
+    def close(self) -> None:
+        """Stop the engine-core process now (it would otherwise stop at interpreter exit)."""
+        core = getattr(getattr(self, "llm", None), "llm_engine", None)
+        core = getattr(core, "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
+    def _abort_inflight(self) -> None:
+        """Abort what an abandoned :meth:`stream` left in the engine and drain it."""
+        engine = self.llm.llm_engine
+        if self._inflight:
+            engine.abort_request(self._inflight, internal=True)
+            self._inflight = []
+        while engine.has_unfinished_requests():
+            engine.step()
+
+    def _lora_request(self, adapter: str | None) -> Any:
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        path = Path(adapter).resolve()
+        # vLLM caches adapters by id: a checkpoint rewritten in place (same path, new
+        # weights) must get a new id, so the key includes the files' modification times.
+        stamp = tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.iterdir()))
+        lora_id = self._lora_ids.setdefault((str(path), stamp), len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter{lora_id}", lora_id, str(path))
+
+    @staticmethod
+    def _params(sampling: SamplingConfig, seed: int, n: int, logprobs: bool) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=sampling.max_new_tokens,
+            seed=seed,
+            logprobs=0 if logprobs else None,
+        )
+
+    @staticmethod
+    def _completion(out: Any, logprobs: bool) -> Completion:
+        lps = None
+        if logprobs and out.logprobs is not None:
+            # One dict per position: token id -> Logprob; the sampled token is always in it.
+            lps = tuple(float(d[t].logprob) for t, d in zip(out.token_ids, out.logprobs))
+        return Completion(out.text, tuple(out.token_ids), lps, out.finish_reason)
+
+    def stream(
+        self,
+        requests: Sequence[SampleRequest],
+        sampling: SamplingConfig,
+        *,
+        adapter: str | None = "default",
+        logprobs: bool = False,
+    ) -> Iterator[tuple[Hashable, Completion]]:
+        """Draw one sample per request; yield (key, completion) as each one finishes."""
+        check_sampling(sampling)
+        self._abort_inflight()
+        if not requests:
+            return
+        adapter = self.adapter if adapter == "default" else adapter
+        params = [self._params(sampling, r.seed, 1, logprobs) for r in requests]
+        ids = self.llm.enqueue(
+            [r.prompt for r in requests],
+            params,
+            lora_request=self._lora_request(adapter),
+            use_tqdm=False,
+        )
+        self._inflight = list(ids)
+        # enqueue returns internal "<n>-<suffix>" ids while outputs carry "<n>": accept both.
+        keys: dict[str, Hashable] = {}
+        for rid, r in zip(ids, requests, strict=True):
+            keys[rid] = r.key
+            keys[rid.split("-", 1)[0]] = r.key
+        engine = self.llm.llm_engine
+        try:
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in keys:
+                        yield keys[out.request_id], self._completion(out.outputs[0], logprobs)
+        finally:
+            # A consumer that stops early (crash, Ctrl-C) must not leave requests running
+            # into the next call's outputs.
+            self._abort_inflight()
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: SamplingConfig,
+        *,
+        seeds: Sequence[int] | None = None,
+        adapter: str | None = "default",
+        logprobs: bool = False,
+    ) -> list[list[Completion]]:
+        """``sampling.n`` completions per prompt, in prompt order (e.g. training rollouts)."""
+        check_sampling(sampling)
+        seeds = (
+            list(seeds) if seeds is not None else [derive_seed(0, i) for i in range(len(prompts))]
+        )
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        adapter = self.adapter if adapter == "default" else adapter
+        self._abort_inflight()
+        params = [self._params(sampling, s, sampling.n, logprobs) for s in seeds]
+        outs = self.llm.generate(
+            list(prompts), params, lora_request=self._lora_request(adapter), use_tqdm=False
+        )
+        return [[self._completion(o, logprobs) for o in out.outputs] for out in outs]
+
+
+# --------------------------------------------------------------------------------------
+# HF transformers fallback
+# --------------------------------------------------------------------------------------
+
+
+class HFEngine:
+    """``transformers`` generate, one sample at a time with its own seed (slow, exact).
+
+    The fallback where vLLM is not available; meant for toy models and small checks.
+    """
+
+    backend = "hf"
+
+    def __init__(
+        self, model: str, *, adapter: str | None = None, dtype: str = "float32", **_: Any
+    ) -> None:
+        check_model_paths(model, adapter)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        t0 = time.perf_counter()
+        self.model_name = model
+        self.adapter = adapter
+        self._tokenizer = AutoTokenizer.from_pretrained(model)
+        torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
+        net = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+        if adapter is not None:
+            from peft import PeftModel
+
+            net = PeftModel.from_pretrained(net, adapter).merge_and_unload()
+        self.net = net.eval()
+        # A toy model's matmuls are too small to split: extra threads only contend (15x
+        # slower on a busy 2-core box), so generate single-threaded below 50M parameters.
+        self.threads = 1 if sum(p.numel() for p in net.parameters()) < 50_000_000 else None
+        self.startup_seconds = time.perf_counter() - t0
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def close(self) -> None:
+        """Nothing to stop (same interface as :class:`VLLMEngine`)."""
+
+    def _sample(
+        self, prompt: str, sampling: SamplingConfig, seed: int, logprobs: bool
+    ) -> Completion:
+        import torch
+
+        tok = self._tokenizer
+        enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+        greedy = sampling.temperature == 0
+        gen_kwargs: dict[str, Any] = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not greedy,
+            return_dict_in_generate=True,
+            output_logits=logprobs,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+        if not greedy:
+            gen_kwargs.update(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k if sampling.top_k > 0 else None,
+            )
+        torch.manual_seed(seed)
+        threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                out = self.net.generate(**enc, **gen_kwargs)
+        finally:
+            torch.set_num_threads(threads)
+        new = out.sequences[0, enc["input_ids"].shape[1] :].tolist()  # [T_new]
+        eos = set(_as_list(self.net.generation_config.eos_token_id)) | {tok.eos_token_id}
+        finish = "stop" if new and new[-1] in eos else "length"  # EOS kept, as vLLM does
+        lps = None
+        if logprobs:
+            logits = torch.stack(out.logits, dim=1)[0].float()  # [T_new, V] unprocessed
+            lp = torch.log_softmax(logits, dim=-1)
+            lps = tuple(lp[torch.arange(len(new)), torch.tensor(new)].tolist())
+        text = tok.decode(new, skip_special_tokens=True)
+        return Completion(text, tuple(new), lps, finish)
+
+    def stream(
+        self,
+        requests: Sequence[SampleRequest],
+        sampling: SamplingConfig,
+        *,
+        adapter: str | None = "default",
+        logprobs: bool = False,
+    ) -> Iterator[tuple[Hashable, Completion]]:
+        """Draw one sample per request (in order), yielding (key, completion)."""
+        check_sampling(sampling)
+        if adapter not in ("default", self.adapter):
+            raise ValueError("HFEngine serves the adapter it was built with; make a new engine")
+        for r in requests:
+            yield r.key, self._sample(r.prompt, sampling, r.seed, logprobs)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: SamplingConfig,
+        *,
+        seeds: Sequence[int] | None = None,
+        adapter: str | None = "default",
+        logprobs: bool = False,
+    ) -> list[list[Completion]]:
+        """``sampling.n`` completions per prompt, in prompt order."""
+        seeds = (
+            list(seeds) if seeds is not None else [derive_seed(0, i) for i in range(len(prompts))]
+        )
+        reqs = [
+            SampleRequest((i, j), p, derive_seed(s, j))
+            for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))
+            for j in range(sampling.n)
+        ]
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for (i, _), c in self.stream(reqs, sampling, adapter=adapter, logprobs=logprobs):
+            out[i].append(c)
+        return out
+
+
+def _as_list(x: Any) -> list[int]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, list | tuple) else [int(x)]
+
+
+Engine = VLLMEngine | HFEngine
+BACKENDS = ("vllm", "hf")
+
+
+def make_engine(
+    backend: str,
+    model: str,
+    *,
+    adapter: str | None = None,
+    dtype: str = "auto",
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float = 0.9,
+    seed: int = 0,
+    **kwargs: Any,
+) -> Engine:
+    """Build the engine of ``backend`` ("vllm" or "hf")."""
+    if backend == "vllm":
+        return VLLMEngine(
+            model,
+            adapter=adapter,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            seed=seed,
+            **kwargs,
+        )
+    if backend == "hf":
+        return HFEngine(model, adapter=adapter, dtype=dtype if dtype != "auto" else "float32")
+    raise ValueError(f"backend={backend!r} is not known; allowed: {list(BACKENDS)}")
