@@ -1,0 +1,85 @@
+"""Write the toy data: a training corpus and four held-out sets of rising difficulty.
+
+``python -m pwopsd.toy.build_data [--out DIR]`` writes, deterministically (fixed seeds):
+
+* ``train.jsonl``: 4,000 problems with reference solutions along random valid routes (the
+  stand-in for OpenThoughts-Math-30k; columns ``problem``, ``solution``, plus ``id``,
+  ``answer``), 1 to 5 terms (1 to 9 steps);
+* ``toy_math500`` (2 terms, 3 steps), ``toy_aime24`` (3 terms, 5 steps), ``toy_aime25``
+  (4 terms, 7 steps), ``toy_hmmt25`` (5 terms, 9 steps): 64 problems each, canonical-route
+  solutions. 64 problems x 12 samples keeps one model's evaluation on all four sets to a
+  few minutes on 2 CPU cores while the standard error of an Avg@12 stays near 4 points.
+
+No evaluation problem appears in the training corpus (nor in the pretraining stream, which
+excludes them too: see :func:`eval_problem_texts`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pwopsd.config import TOY_BENCHMARK_NAMES, TOY_DATA_DIR
+from pwopsd.toy.task import Difficulty, make_rows
+
+EVAL_SIZE = 64
+TRAIN_SIZE = 4000
+TRAIN_DIFFICULTY = Difficulty(min_terms=1, max_terms=5, max_factor=5)
+EVAL_DIFFICULTIES = {
+    "toy_math500": Difficulty(2, 2, max_factor=5),
+    "toy_aime24": Difficulty(3, 3, max_factor=5),
+    "toy_aime25": Difficulty(4, 4, max_factor=5),
+    "toy_hmmt25": Difficulty(5, 5, max_factor=5),
+}
+assert tuple(EVAL_DIFFICULTIES) == TOY_BENCHMARK_NAMES
+EVAL_SEEDS = {name: 1000 + i for i, name in enumerate(TOY_BENCHMARK_NAMES)}
+TRAIN_SEED = 7
+
+
+def eval_sets() -> dict[str, list[dict[str, str]]]:
+    """The four held-out sets (deterministic)."""
+    return {
+        name: make_rows(EVAL_SIZE, diff, EVAL_SEEDS[name], prefix=name, diverse=False)
+        for name, diff in EVAL_DIFFICULTIES.items()
+    }
+
+
+def eval_problem_texts() -> set[str]:
+    """Problem texts of every held-out set (excluded from all training data)."""
+    return {row["problem"] for rows in eval_sets().values() for row in rows}
+
+
+def train_set(exclude: set[str] | None = None) -> list[dict[str, str]]:
+    """The training corpus (deterministic), disjoint from the held-out sets."""
+    exclude = eval_problem_texts() if exclude is None else exclude
+    return make_rows(TRAIN_SIZE, TRAIN_DIFFICULTY, TRAIN_SEED, "toy_train", True, exclude)
+
+
+def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def build(out_dir: Path = TOY_DATA_DIR) -> dict[str, int]:
+    """Write every split under ``out_dir``; returns rows per file."""
+    sets = eval_sets()
+    exclude = {row["problem"] for rows in sets.values() for row in rows}
+    sets["train"] = train_set(exclude)
+    for name, rows in sets.items():
+        write_jsonl(out_dir / f"{name}.jsonl", rows)
+    return {name: len(rows) for name, rows in sets.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=TOY_DATA_DIR, help="output directory")
+    args = parser.parse_args(argv)
+    for name, n in build(args.out).items():
+        print(f"{args.out / (name + '.jsonl')}: {n} rows")
+
+
+if __name__ == "__main__":
+    main()

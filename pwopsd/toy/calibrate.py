@@ -1,0 +1,272 @@
+"""Calibrate the shipped toy checkpoints (issue 3, "Deliver" 5).
+
+``python -m pwopsd.toy.calibrate [--families qwen3 llama olmo3] [--set toy_aime24]`` samples
+each family's checkpoint with vLLM under the toy profile's evaluation settings (n=12,
+temperature 1.0, top_p 0.95, no top-k, 384 new tokens) on the mid-difficulty set, under
+four prompt templates rendered by ``pwopsd.prompts``:
+
+* ``student``: the student training template (thinking off, think-closure where needed);
+* ``eval``: the evaluation template (no "Problem:" prefix, thinking on);
+* ``teacher_solution``: the teacher template, reference solution in the prompt;
+* ``teacher_answer``: the diagnostic teacher template, final answer only.
+
+It grades with ``pwopsd.evaluate`` (Avg/Pass/Maj@12, PROTOCOL section 4), checks the bands
+of issue 3 (student Avg@12 in [0.2, 0.7], Pass@12 > Avg@12, teacher >= student + 0.15,
+answer-only > student), also measures how far vLLM's sampled-token logprobs are from the
+HF model's log-softmax on the same tokens, and writes ``results/toy/calibration.json``:
+one entry per family, each with its own "provenance" block.
+
+Each family runs in its own child process (one vLLM engine per process).
+``python -m pwopsd.toy.calibrate --logprobs-only`` runs just the logprob check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pwopsd.config import RESULTS_DIR, TOY_BENCHMARK_NAMES, get_profile
+
+CALIBRATION_PATH = RESULTS_DIR / "toy" / "calibration.json"
+DEFAULT_SET = "toy_aime24"
+"""The mid-difficulty set (3 terms, 5 steps): second of four in rising difficulty."""
+TEMPLATES = ("student", "eval", "teacher_solution", "teacher_answer")
+BANDS = {"student_avg_min": 0.20, "student_avg_max": 0.70, "teacher_gap_min": 0.15}
+
+
+def _load_rows(set_name: str, max_problems: int | None) -> list[dict[str, str]]:
+    spec = {b.name: b for b in get_profile("toy").benchmarks}[set_name]
+    with open(spec.source) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return rows[:max_problems] if max_problems else rows
+
+
+def render_prompts(tok: Any, template: str, rows: list[dict[str, str]]) -> list[str]:
+    from pwopsd import prompts
+
+    if template == "student":
+        return [prompts.student_prompt(tok, r["problem"]) for r in rows]
+    if template == "eval":
+        return [prompts.eval_prompt(tok, r["problem"]) for r in rows]
+    if template == "teacher_solution":
+        return [prompts.teacher_prompt(tok, r["problem"], r["solution"]) for r in rows]
+    if template == "teacher_answer":
+        return [prompts.answer_prompt(tok, r["problem"], r["answer"]) for r in rows]
+    raise ValueError(f"template={template!r} is not known; allowed: {list(TEMPLATES)}")
+
+
+def logprob_gap(llm: Any, path: str, tok: Any, n_prompts: int = 4, max_tokens: int = 48) -> float:
+    """Max |vLLM sampled-token logprob - HF log-softmax| over a few sampled sequences.
+
+    Temperature 1, no top-p/top-k, so vLLM's reported (raw) logprobs and the model's
+    log-softmax are the same quantity.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+    from vllm import SamplingParams
+
+    from pwopsd import prompts
+
+    rows = _load_rows("toy_math500", n_prompts)
+    texts = [prompts.eval_prompt(tok, r["problem"]) for r in rows]
+    params = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens, logprobs=0)
+    outs = llm.generate(texts, params, use_tqdm=False)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    worst = 0.0
+    for out in outs:
+        prompt_ids = list(out.prompt_token_ids)
+        comp = out.outputs[0]
+        ids = torch.tensor([prompt_ids + list(comp.token_ids)])  # [1, P + C]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]  # [P + C, V]
+        for j, token in enumerate(comp.token_ids):
+            hf = logp[len(prompt_ids) + j - 1, token].item()
+            vl = comp.logprobs[j][token].logprob
+            worst = max(worst, abs(hf - vl))
+    return worst
+
+
+def run_family(
+    family: str, set_name: str, n: int | None, max_problems: int | None, logprobs_only: bool
+) -> dict:
+    """Calibrate one family in this process (starts one vLLM engine)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from pwopsd.evaluate import extract_answer, problem_metrics
+    from pwopsd.toy.checkpoint import check_checkpoint
+
+    profile = get_profile("toy")
+    path = profile.models[family]
+    check_checkpoint(path)
+    start = time.time()
+    tok = AutoTokenizer.from_pretrained(path)
+    llm = LLM(
+        model=path,
+        dtype=profile.dtype,
+        max_model_len=profile.max_model_len,
+        gpu_memory_utilization=profile.gpu_memory_utilization,
+        seed=0,
+        enforce_eager=True,  # skips torch.compile warm-up: faster start, same numbers
+    )
+    entry: dict[str, Any] = {"logprob_max_abs_diff": logprob_gap(llm, path, tok)}
+    if logprobs_only:
+        return entry
+    s = profile.eval_sampling
+    n = n or s.n
+    # No per-request seed: on the CPU build it crashes with chunked prefill ("CPU Generator
+    # does not use offset"); the engine seed (LLM(seed=0)) fixes the draws instead.
+    params = SamplingParams(
+        n=n,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        max_tokens=s.max_new_tokens,
+    )
+    rows = _load_rows(set_name, max_problems)
+    entry = {"set": set_name, "n": n, "problems": len(rows), **entry}
+    for template in TEMPLATES:
+        outs = llm.generate(render_prompts(tok, template, rows), params, use_tqdm=True)
+        per_problem = []
+        for row, out in zip(rows, outs, strict=True):
+            answers = [extract_answer(c.text) for c in out.outputs]
+            per_problem.append(problem_metrics(answers, row["answer"]))
+        entry[template] = {
+            key: sum(p[key] for p in per_problem) / len(per_problem)
+            for key in ("avg", "pass", "maj")
+        }
+        entry[template]["invalid"] = sum(p["n_invalid"] for p in per_problem) / (len(rows) * n)
+        entry[template]["mean_completion_tokens"] = sum(
+            len(c.token_ids) for out in outs for c in out.outputs
+        ) / (len(rows) * n)
+    entry["checks"] = band_checks(entry)
+    entry["wall_seconds"] = round(time.time() - start, 1)
+    return entry
+
+
+def band_checks(entry: dict) -> dict[str, bool]:
+    """Issue 3's calibration bands, evaluated on one family's entry."""
+    st, te, ta = entry["student"], entry["teacher_solution"], entry["teacher_answer"]
+    return {
+        "student_avg_in_band": BANDS["student_avg_min"] <= st["avg"] <= BANDS["student_avg_max"],
+        "student_pass_above_avg": st["pass"] > st["avg"],
+        "teacher_at_least_15_above_student": te["avg"] >= st["avg"] + BANDS["teacher_gap_min"],
+        "answer_only_above_student": ta["avg"] > st["avg"],
+    }
+
+
+def _run_child(family: str, args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "entry.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pwopsd.toy.calibrate",
+            "--worker",
+            family,
+            "--worker-out",
+            str(out),
+            "--set",
+            args.set,
+        ]
+        if args.n:
+            cmd += ["--n", str(args.n)]
+        if args.max_problems:
+            cmd += ["--max-problems", str(args.max_problems)]
+        if args.logprobs_only:
+            cmd.append("--logprobs-only")
+        subprocess.run(cmd, check=True)
+        return json.loads(out.read_text())
+
+
+def print_table(results: dict[str, dict]) -> None:
+    print(f"\n{'family':8} {'template':17} {'avg':>6} {'pass':>6} {'maj':>6} {'invalid':>8}")
+    for family, entry in results.items():
+        for template in TEMPLATES:
+            m = entry[template]
+            print(
+                f"{family:8} {template:17} {m['avg']:6.3f} {m['pass']:6.3f} {m['maj']:6.3f} {m['invalid']:8.3f}"
+            )
+        print(
+            f"{family:8} checks: {entry['checks']}  logprob max|diff|: {entry['logprob_max_abs_diff']:.2e}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pwopsd.toy.models import FAMILIES
+
+    parser = argparse.ArgumentParser(description="Calibrate the toy checkpoints.")
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--set", choices=TOY_BENCHMARK_NAMES, default=DEFAULT_SET)
+    parser.add_argument(
+        "--n", type=int, default=None, help="samples per problem (default: profile's 12)"
+    )
+    parser.add_argument("--max-problems", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=CALIBRATION_PATH)
+    parser.add_argument(
+        "--logprobs-only",
+        action="store_true",
+        help="only the vLLM-vs-HF logprob check; prints JSON",
+    )
+    parser.add_argument("--worker", choices=FAMILIES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        entry = run_family(args.worker, args.set, args.n, args.max_problems, args.logprobs_only)
+        args.worker_out.write_text(json.dumps(entry))
+        return
+    from pwopsd.provenance import provenance, write_json
+    from pwopsd.toy.checkpoint import check_checkpoint
+
+    profile = get_profile("toy")
+    for family in args.families:  # fail before any engine starts
+        check_checkpoint(profile.models[family])
+    results: dict[str, dict] = {}
+    for family in args.families:
+        entry = _run_child(family, args)
+        if not args.logprobs_only:
+            log_path = Path(profile.models[family]) / "pretrain_log.json"
+            pretrain_log = json.loads(log_path.read_text()) if log_path.exists() else None
+            entry["provenance"] = provenance(
+                profile="toy",
+                seed=0,
+                wall_seconds=entry.get("wall_seconds"),
+                checkpoint=profile.models[family],
+                sampling=profile.eval_sampling.__dict__,
+                pretrain={
+                    k: pretrain_log[k]
+                    for k in ("steps_done", "wall_seconds", "n_params", "final_loss")
+                }
+                if pretrain_log
+                else None,
+            )
+        results[family] = entry
+    if args.logprobs_only:
+        print(json.dumps({f: e["logprob_max_abs_diff"] for f, e in results.items()}))
+        return
+    print_table(results)
+    if args.max_problems or args.n or args.set != DEFAULT_SET:
+        # A reduced run never overwrites the shipped calibration unless --out says where.
+        if args.out == CALIBRATION_PATH:
+            print(f"reduced run: not writing {CALIBRATION_PATH} (pass --out to keep it)")
+            return
+    if args.out.exists():
+        # A run over some families updates their entries and keeps the others.
+        previous = json.loads(args.out.read_text())
+        results = {
+            f: results.get(f, previous.get(f)) for f in FAMILIES if f in results or f in previous
+        }
+    write_json(args.out, results)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Pretrain the toy checkpoints (issue 3, "Deliver" 3).
+
+``python -m pwopsd.toy.pretrain --family {qwen3,llama,olmo3,all} [--minutes M] [--steps N]
+[--out DIR] [--seed S]`` trains each family from scratch and writes
+``checkpoints/toy-<family>/`` (config, model.safetensors, tokenizer with the family's chat
+template, generation_config, pretrain_log.json).
+
+Each training sequence is one prompt rendered through ``pwopsd.prompts`` with the family's
+own chat template, followed by a completion, drawn from a mixture:
+
+* evaluation template (thinking on) and student template (thinking off, think-closure):
+  a fresh random valid route of the problem;
+* teacher template (reference solution in the prompt): the completion follows the reference
+  route, so the privileged context helps;
+* answer-only template (final answer in the prompt): a fresh route ending in that answer.
+
+Completions: with a closed think block, ``steps\\n\\boxed{N}<|im_end|>``; with thinking on,
+``<think>\\nsteps\\n</think>\\n\\n\\boxed{N}<|im_end|>`` (the ``<think>\\n`` is in the prompt
+already when the template opened it). Loss: next-token cross-entropy on every non-pad token.
+
+Problems are drawn from the training difficulty with a fixed seed, excluding every held-out
+problem. The schedule (linear warm-up, cosine decay) runs on ``progress = max(step/steps,
+elapsed/(minutes*60))``: a run that hits the wall-clock cap first decays on time, so it is
+reproducible only on a machine of the same speed; pass a small ``--steps`` and a large
+``--minutes`` for a step-deterministic run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from tqdm import tqdm
+from transformers import GenerationConfig, PreTrainedTokenizerFast
+
+from pwopsd import prompts
+from pwopsd.config import CHECKPOINTS_DIR
+from pwopsd.toy import models, task
+from pwopsd.toy import tokenizer as toy_tokenizer
+from pwopsd.toy.build_data import TRAIN_DIFFICULTY, eval_problem_texts, train_set
+
+TEMPLATE_MIX = {"eval": 0.25, "student": 0.20, "teacher": 0.40, "answer": 0.15}
+"""Share of each prompt template in the pretraining stream."""
+
+
+@dataclass
+class PretrainConfig:
+    family: str
+    steps: int = 4000
+    minutes: float = 12.0
+    """Wall-clock cap per family. Shipped: qwen3 13 min, llama and olmo3 10 min (pretrain_log.json)."""
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 1
+    """Torch threads. 1: on 2 shared cores, 2 threads spin-wait and run ~10x slower."""
+
+
+# ------------------------------------------------------------------ tokenizer & examples
+
+
+def build_tokenizer() -> Tokenizer:
+    """The shared toy BPE, trained on the training corpus and the templates' fixed words."""
+    rows = train_set()
+    texts = [r["problem"] + "\n" + r["solution"] for r in rows]
+    texts += ["user\n", "assistant\n", "system\n"] * 200
+    return toy_tokenizer.train_tokenizer(texts)
+
+
+def completion_text(prompt: str, steps: list[str], answer: int) -> str:
+    """The completion that follows ``prompt`` (see module docstring)."""
+    body = "\n".join(steps)
+    if prompt.endswith(prompts.THINK_CLOSE + "\n\n"):
+        return f"{body}\n\\boxed{{{answer}}}{toy_tokenizer.IM_END}"
+    opener = "" if prompt.endswith(prompts.THINK_OPEN + "\n") else prompts.THINK_OPEN + "\n"
+    return f"{opener}{body}\n{prompts.THINK_CLOSE}\n\n\\boxed{{{answer}}}{toy_tokenizer.IM_END}"
+
+
+def make_example(hf_tok: PreTrainedTokenizerFast, problem: task.Problem, rng: random.Random) -> str:
+    """One pretraining sequence (prompt + completion) as text."""
+    kind = rng.choices(list(TEMPLATE_MIX), weights=list(TEMPLATE_MIX.values()))[0]
+    route = task.solution_steps(problem, rng)
+    if kind == "eval":
+        prompt = prompts.eval_prompt(hf_tok, problem.text)
+    elif kind == "student":
+        prompt = prompts.student_prompt(hf_tok, problem.text)
+    elif kind == "teacher":
+        reference = task.format_solution(route, problem.answer)
+        prompt = prompts.teacher_prompt(hf_tok, problem.text, reference)
+    else:
+        prompt = prompts.answer_prompt(hf_tok, problem.text, str(problem.answer))
+        route = task.solution_steps(problem, rng)
+    return prompt + completion_text(prompt, route, problem.answer)
+
+
+class ExampleStream:
+    """Endless batches of token ids, drawn with a fixed seed; held-out problems excluded."""
+
+    def __init__(self, hf_tok: PreTrainedTokenizerFast, seed: int, batch_size: int):
+        self.hf_tok = hf_tok
+        self.rng = random.Random(seed)
+        self.batch_size = batch_size
+        self.exclude = eval_problem_texts()
+        self.pad_id = hf_tok.pad_token_id
+
+    def _problem(self) -> task.Problem:
+        while True:
+            p = task.sample_problem(self.rng, TRAIN_DIFFICULTY)
+            if p.text not in self.exclude:
+                return p
+
+    def batches(self, bucket: int = 8):
+        """Yield (input_ids [B, T], attention_mask [B, T]); length-bucketed to cut padding."""
+        while True:
+            texts = [
+                make_example(self.hf_tok, self._problem(), self.rng)
+                for _ in range(self.batch_size * bucket)
+            ]
+            ids = [self.hf_tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+            ids.sort(key=len)
+            chunks = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
+            self.rng.shuffle(chunks)
+            for chunk in chunks:
+                width = max(map(len, chunk))
+                input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, seq in enumerate(chunk):
+                    input_ids[row, : len(seq)] = torch.tensor(seq)
+                    mask[row, : len(seq)] = 1
+                yield input_ids, mask
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def lr_at(progress: float, step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 10% of ``lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def pretrain(cfg: PretrainConfig, out_dir: Path, tok: Tokenizer | None = None) -> dict:
+    """Train one family and write its checkpoint to ``out_dir``; returns the training log."""
+    torch.set_num_threads(cfg.threads)
+    tok = tok if tok is not None else build_tokenizer()
+    hf_tok = toy_tokenizer.wrap(tok, cfg.family)
+    model = models.make_model(
+        cfg.family, len(hf_tok), hf_tok.pad_token_id, hf_tok.eos_token_id, cfg.seed
+    )
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
+    stream = ExampleStream(hf_tok, cfg.seed + 1, cfg.batch_size).batches()
+    start = time.time()
+    losses: list[float] = []
+    bar = tqdm(total=cfg.steps, desc=f"pretrain {cfg.family}", mininterval=5.0)
+    step = 0
+    while True:
+        progress = max(step / cfg.steps, (time.time() - start) / (cfg.minutes * 60))
+        if progress >= 1.0:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(progress, step, cfg)
+        input_ids, mask = next(stream)  # [B, T], [B, T]
+        labels = input_ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        bar.update(1)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-25:]) / 25:.4f}")
+    bar.close()
+    wall = time.time() - start
+    tail = losses[-min(50, len(losses)) :]
+    log = {
+        "config": asdict(cfg),
+        "steps_done": step,
+        "wall_seconds": round(wall, 1),
+        "n_params": models.n_params(model),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": sum(tail) / len(tail) if tail else None,
+        "loss_every_25": [
+            round(sum(losses[i : i + 25]) / len(losses[i : i + 25]), 4)
+            for i in range(0, len(losses), 25)
+        ],
+        "template_mix": TEMPLATE_MIX,
+    }
+    save_checkpoint(model, hf_tok, out_dir, log)
+    return {**log, "losses": losses}
+
+
+def save_checkpoint(model, hf_tok: PreTrainedTokenizerFast, out_dir: Path, log: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id
+    )
+    model.save_pretrained(str(out_dir))
+    toy_tokenizer.save(hf_tok, out_dir)
+    (out_dir / "pretrain_log.json").write_text(json.dumps(log, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Pretrain the toy checkpoints.")
+    parser.add_argument("--family", choices=[*models.FAMILIES, "all"], default="all")
+    parser.add_argument(
+        "--minutes", type=float, default=PretrainConfig.minutes, help="wall-clock cap per family"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=PretrainConfig.steps, help="step cap per family"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=CHECKPOINTS_DIR, help="parent dir of toy-<family>/"
+    )
+    parser.add_argument("--seed", type=int, default=PretrainConfig.seed)
+    args = parser.parse_args(argv)
+    if args.minutes <= 0 or args.steps <= 0:
+        parser.error("--minutes and --steps must be > 0")
+    families = models.FAMILIES if args.family == "all" else (args.family,)
+    tok = build_tokenizer()
+    for family in families:
+        cfg = PretrainConfig(family=family, steps=args.steps, minutes=args.minutes, seed=args.seed)
+        out = args.out / f"toy-{family}"
+        log = pretrain(cfg, out, tok)
+        print(
+            f"{family}: {log['n_params']:,} params, {log['steps_done']} steps in "
+            f"{log['wall_seconds']:.0f} s, loss {log['first_loss']:.4f} -> final {log['final_loss']:.4f}; wrote {out}"
+        )
+
+
+if __name__ == "__main__":
+    main()
