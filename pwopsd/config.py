@@ -268,10 +268,14 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...] | list[str]) -
 
 def _check_list_choice(name: str, values: Any, allowed: tuple[str, ...]) -> None:
     if not isinstance(values, list | tuple) or not values:
-        raise ConfigError(f"{name} must be a non-empty list drawn from {list(allowed)}; got {values!r}")
+        raise ConfigError(
+            f"{name} must be a non-empty list drawn from {list(allowed)}; got {values!r}"
+        )
     for v in values:
         if v not in allowed:
-            raise ConfigError(f"{name} contains {v!r}, which is not allowed; allowed values: {list(allowed)}")
+            raise ConfigError(
+                f"{name} contains {v!r}, which is not allowed; allowed values: {list(allowed)}"
+            )
 
 
 @dataclass

@@ -91,8 +91,10 @@ def main_table_frame(result: dict[str, Any], metric: str = "avg") -> pd.DataFram
             means.append(agg["mean"])
         row["mean"] = f"{100 * sum(means) / len(means):.2f}"
         rows.append(row)
-    for method, reason in result.get("pending", {}).items():
-        rows.append({"method": method, **{lab: "pending" for lab in labels.values()}, "mean": "pending"})
+    for method in result.get("pending", {}):
+        rows.append(
+            {"method": method, **{lab: "pending" for lab in labels.values()}, "mean": "pending"}
+        )
     return pd.DataFrame(rows).set_index("method")
 
 
@@ -126,7 +128,9 @@ def calibration_frame(cal: dict[str, Any]) -> pd.DataFrame:
     """Family x template table of Avg/Pass/Maj@n (%) from results/toy/calibration.json."""
     rows = []
     for family, entry in cal.items():
-        for template in ("student", "teacher_solution", "teacher_answer"):
+        for template in ("student", "eval", "teacher_solution", "teacher_answer"):
+            if template not in entry:
+                continue
             m = entry[template]
             rows.append(
                 {
@@ -139,6 +143,17 @@ def calibration_frame(cal: dict[str, Any]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows).set_index(["family", "template"])
+
+
+def calibration_checks_frame(cal: dict[str, Any]) -> pd.DataFrame:
+    """Family x band check (True = met) plus the vLLM-vs-HF logprob gap."""
+    rows = []
+    for family, entry in cal.items():
+        row = {"family": family, **entry.get("checks", {})}
+        if "logprob_max_abs_diff" in entry:
+            row["vLLM vs HF max |logprob diff|"] = f"{entry['logprob_max_abs_diff']:.1e}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("family")
 
 
 def plot_calibration(cal: dict[str, Any]) -> plt.Figure:
@@ -167,7 +182,8 @@ def plot_calibration(cal: dict[str, Any]) -> plt.Figure:
 
 
 def plot_schedules(
-    names: list[str] | None = None, custom: tuple[float | None, float | None, float | None] = (None, None, None)
+    names: list[str] | None = None,
+    custom: tuple[float | None, float | None, float | None] = (None, None, None),
 ) -> plt.Figure:
     """w(u) = w_min + (1 - w_min) sigmoid((u - c) / s) for each schedule (PROTOCOL section 2)."""
     import torch

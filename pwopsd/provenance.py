@@ -85,7 +85,12 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def provenance(profile: str | None = None, seed: int | None = None, wall_seconds: float | None = None, **extra: Any) -> dict[str, Any]:
+def provenance(
+    profile: str | None = None,
+    seed: int | None = None,
+    wall_seconds: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """The provenance block stored under "provenance" in every results file."""
     return {
         "profile": profile,

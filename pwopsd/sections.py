@@ -39,7 +39,12 @@ def run_section(cfg: NotebookConfig) -> dict[str, Any]:
     reason = PENDING_REASONS.get(cfg.notebook)
     if reason is None:
         raise ValueError(f"section {cfg.notebook!r} has its own runner")
-    result = {"section": cfg.notebook, "status": "pending", "reason": reason, "config": cfg.to_dict()}
+    result = {
+        "section": cfg.notebook,
+        "status": "pending",
+        "reason": reason,
+        "config": cfg.to_dict(),
+    }
     write_results(results_path(cfg), result, profile=cfg.profile, seed=cfg.seed, wall_seconds=0.0)
     print(f"[{cfg.notebook}] skeleton only: {reason}. Wrote {results_path(cfg)}")
     return result
@@ -91,7 +96,11 @@ def run_main_table(cfg: MainTableConfig) -> dict[str, Any]:
         "config": cfg.to_dict(),
     }
     write_results(
-        results_path(cfg), result, profile=cfg.profile, seed=cfg.seed, wall_seconds=time.time() - start
+        results_path(cfg),
+        result,
+        profile=cfg.profile,
+        seed=cfg.seed,
+        wall_seconds=time.time() - start,
     )
     print(f"[main_table] wrote {results_path(cfg)} in {time.time() - start:.0f} s")
     return result

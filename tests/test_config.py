@@ -62,7 +62,11 @@ def test_defaults_are_valid(cls):
         (config.ScheduleSweepConfig, {"w_min": 1.5, "c": 0.3, "s": 0.1}, r"w_min=1.5.*\[0, 1\]"),
         (config.ScheduleSweepConfig, {"w_min": 0.5, "c": 0.3, "s": 0.0}, r"s=0.0"),
         (config.ScheduleSweepConfig, {"w_min": 0.5}, r"together"),
-        (config.ReductionFactorialConfig, {"reductions": ["median"]}, r"reductions contains 'median'"),
+        (
+            config.ReductionFactorialConfig,
+            {"reductions": ["median"]},
+            r"reductions contains 'median'",
+        ),
         (config.CrossModelConfig, {"families": ["gpt2"]}, r"families contains 'gpt2'"),
         (config.DiagnosticConfig, {"rollouts_per_child": 0}, r"rollouts_per_child=0"),
     ],
@@ -73,7 +77,14 @@ def test_bad_values_name_the_parameter(cls, kwargs, pattern):
 
 
 def test_from_namespace_rejects_unknown_names_and_ignores_kernel_names():
-    ns = {"seed": 3, "profile": "toy", "In": [], "get_ipython": print, "_": None, "dataclasses": dataclasses}
+    ns = {
+        "seed": 3,
+        "profile": "toy",
+        "In": [],
+        "get_ipython": print,
+        "_": None,
+        "dataclasses": dataclasses,
+    }
     cfg = config.MainTableConfig.from_namespace(ns)
     assert cfg.seed == 3
     with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['sed'\].*allowed parameters"):

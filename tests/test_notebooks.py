@@ -26,7 +26,10 @@ def test_one_notebook_per_section():
 def test_pair_in_sync_and_without_outputs(section):
     ipynb = json.loads((NOTEBOOKS / f"{section}.ipynb").read_text())
     from_py = jupytext.read(NOTEBOOKS / f"{section}.py")
-    got = [(c["cell_type"], "".join(c["source"]), c["metadata"].get("tags", [])) for c in ipynb["cells"]]
+    got = [
+        (c["cell_type"], "".join(c["source"]), c["metadata"].get("tags", []))
+        for c in ipynb["cells"]
+    ]
     want = [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in from_py.cells]
     assert got == want, f"notebooks/{section}.ipynb and .py differ: run `make sync-notebooks`"
     for cell in ipynb["cells"]:
@@ -40,7 +43,9 @@ def _parameters_cell(section: str) -> tuple[int, dict[str, object]]:
     nb = jupytext.read(NOTEBOOKS / f"{section}.py")
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     cell = code_cells[0]
-    assert "parameters" in cell.metadata.get("tags", []), "the first code cell must be tagged parameters"
+    assert "parameters" in cell.metadata.get("tags", []), (
+        "the first code cell must be tagged parameters"
+    )
     values = {}
     for node in ast.parse(cell.source).body:
         assert isinstance(node, ast.Assign) and len(node.targets) == 1
@@ -53,10 +58,14 @@ def test_parameters_map_onto_config(section):
     _, values = _parameters_cell(section)
     cls = NOTEBOOK_CONFIGS[section]
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    assert list(values) == list(fields), f"{section}: parameters cell names != {cls.__name__} fields"
+    assert list(values) == list(fields), (
+        f"{section}: parameters cell names != {cls.__name__} fields"
+    )
     defaults = cls()
     for name, value in values.items():
-        assert value == getattr(defaults, name), f"{section}.{name}: notebook default != config default"
+        assert value == getattr(defaults, name), (
+            f"{section}.{name}: notebook default != config default"
+        )
 
 
 BAD_PARAMETERS = [
@@ -114,8 +123,14 @@ def test_main_table_notebook_end_to_end(tmp_path):
     nb = pm.execute_notebook(
         str(NOTEBOOKS / "main_table.ipynb"),
         str(tmp_path / "out.ipynb"),
-        parameters={"seed": 1, "out_dir": str(out), "max_problems": 2, "eval_seeds": 2,
-                    "methods": ["base", "pw_opsd"], "schedules": ["moderate"]},
+        parameters={
+            "seed": 1,
+            "out_dir": str(out),
+            "max_problems": 2,
+            "eval_seeds": 2,
+            "methods": ["base", "pw_opsd"],
+            "schedules": ["moderate"],
+        },
         progress_bar=False,
         kernel_name="python3",
     )

@@ -34,8 +34,21 @@ def test_environment_yml_matches_pyproject():
 def test_user_named_dependencies_present():
     deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     names = {_name(d) for d in deps["dependencies"]}
-    for required in ("torch", "transformers", "peft", "accelerate", "math-verify", "seaborn",
-                     "scikit-learn", "papermill", "jupytext", "jupyter-book", "datasets", "pandas", "tqdm"):
+    for required in (
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "math-verify",
+        "seaborn",
+        "scikit-learn",
+        "papermill",
+        "jupytext",
+        "jupyter-book",
+        "datasets",
+        "pandas",
+        "tqdm",
+    ):
         assert required in names, required
     jb = next(d for d in deps["dependencies"] if _name(d) == "jupyter-book")
     assert "<2" in jb, "Jupyter Book 2 ignores _config.yml: keep jupyter-book < 2"
@@ -62,6 +75,18 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_layout():
-    for path in ("book", "notebooks", "pwopsd", "tests", "results", "environment.yml", "_config.yml",
-                 "README.md", "pyproject.toml", "Makefile", ".ci/run", "book/_toc.yml"):
+    for path in (
+        "book",
+        "notebooks",
+        "pwopsd",
+        "tests",
+        "results",
+        "environment.yml",
+        "_config.yml",
+        "README.md",
+        "pyproject.toml",
+        "Makefile",
+        ".ci/run",
+        "book/_toc.yml",
+    ):
         assert (REPO_ROOT / path).exists(), path

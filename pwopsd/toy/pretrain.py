@@ -49,6 +49,14 @@ from pwopsd.toy.build_data import TRAIN_DIFFICULTY, eval_problem_texts, train_se
 TEMPLATE_MIX = {"eval": 0.25, "student": 0.20, "teacher": 0.40, "answer": 0.15}
 """Share of each prompt template in the pretraining stream."""
 
+PRIVILEGED_DIFFICULTY = task.Difficulty(min_terms=1, max_terms=5, max_factor=9)
+"""Harder problems (factors up to 9) for part of the privileged-template examples."""
+PRIVILEGED_HARD_SHARE = 0.5
+"""Share of teacher / answer-only examples drawn from PRIVILEGED_DIFFICULTY. The student never
+sees those problems, so the only way to low loss on them is to copy the reference from the
+prompt: this is what makes the privileged context help (without it the small models learn to
+recompute and ignore the reference)."""
+
 
 @dataclass
 class PretrainConfig:
@@ -85,9 +93,10 @@ def completion_text(prompt: str, steps: list[str], answer: int) -> str:
     return f"{opener}{body}\n{prompts.THINK_CLOSE}\n\n\\boxed{{{answer}}}{toy_tokenizer.IM_END}"
 
 
-def make_example(hf_tok: PreTrainedTokenizerFast, problem: task.Problem, rng: random.Random) -> str:
-    """One pretraining sequence (prompt + completion) as text."""
-    kind = rng.choices(list(TEMPLATE_MIX), weights=list(TEMPLATE_MIX.values()))[0]
+def make_example(
+    hf_tok: PreTrainedTokenizerFast, kind: str, problem: task.Problem, rng: random.Random
+) -> str:
+    """One pretraining sequence (prompt + completion) of template ``kind`` as text."""
     route = task.solution_steps(problem, rng)
     if kind == "eval":
         prompt = prompts.eval_prompt(hf_tok, problem.text)
@@ -112,19 +121,22 @@ class ExampleStream:
         self.exclude = eval_problem_texts()
         self.pad_id = hf_tok.pad_token_id
 
-    def _problem(self) -> task.Problem:
+    def _kind(self) -> str:
+        return self.rng.choices(list(TEMPLATE_MIX), weights=list(TEMPLATE_MIX.values()))[0]
+
+    def _problem(self, kind: str) -> task.Problem:
+        hard = kind in ("teacher", "answer") and self.rng.random() < PRIVILEGED_HARD_SHARE
+        difficulty = PRIVILEGED_DIFFICULTY if hard else TRAIN_DIFFICULTY
         while True:
-            p = task.sample_problem(self.rng, TRAIN_DIFFICULTY)
+            p = task.sample_problem(self.rng, difficulty)
             if p.text not in self.exclude:
                 return p
 
     def batches(self, bucket: int = 8):
         """Yield (input_ids [B, T], attention_mask [B, T]); length-bucketed to cut padding."""
         while True:
-            texts = [
-                make_example(self.hf_tok, self._problem(), self.rng)
-                for _ in range(self.batch_size * bucket)
-            ]
+            kinds = [self._kind() for _ in range(self.batch_size * bucket)]
+            texts = [make_example(self.hf_tok, k, self._problem(k), self.rng) for k in kinds]
             ids = [self.hf_tok(t, add_special_tokens=False)["input_ids"] for t in texts]
             ids.sort(key=len)
             chunks = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
@@ -206,6 +218,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, tok: Tokenizer | None = None) -
             for i in range(0, len(losses), 25)
         ],
         "template_mix": TEMPLATE_MIX,
+        "privileged_hard_share": PRIVILEGED_HARD_SHARE,
     }
     save_checkpoint(model, hf_tok, out_dir, log)
     return {**log, "losses": losses}
