@@ -21,8 +21,14 @@ already when the template opened it). Loss: next-token cross-entropy on every no
 Problems are drawn from the training difficulty with a fixed seed, excluding every held-out
 problem. The schedule (linear warm-up, cosine decay) runs on ``progress = max(step/steps,
 elapsed/(minutes*60))``: a run that hits the wall-clock cap first decays on time, so it is
-reproducible only on a machine of the same speed; pass a small ``--steps`` and a large
-``--minutes`` for a step-deterministic run.
+reproducible only on a machine of the same speed. The defaults (1800 steps, 30-minute cap)
+are step-exact on a 2-core machine; the shipped checkpoints were made with them.
+
+Part of the teacher and answer-only examples (``PRIVILEGED_HARD_SHARE``) use harder problems
+(factors up to 9) that the student template never sees. Only copying from the privileged
+prompt lowers the loss on those, so the teacher learns to use the reference. Without them,
+the families learned to recompute and ignored it: at 10-13 minutes of training, the teacher
+scored at or below the student for llama and olmo3.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ TEMPLATE_MIX = {"eval": 0.25, "student": 0.20, "teacher": 0.40, "answer": 0.15}
 PRIVILEGED_DIFFICULTY = task.Difficulty(min_terms=1, max_terms=5, max_factor=9)
 """Harder problems (factors up to 9) for part of the privileged-template examples."""
 PRIVILEGED_HARD_SHARE = 0.5
-"""Share of teacher / answer-only examples drawn from PRIVILEGED_DIFFICULTY. The student never
+"""Default share of teacher / answer-only examples drawn from PRIVILEGED_DIFFICULTY. The student never
 sees those problems, so the only way to low loss on them is to copy the reference from the
 prompt: this is what makes the privileged context help (without it the small models learn to
 recompute and ignore the reference)."""
@@ -61,14 +67,19 @@ recompute and ignore the reference)."""
 @dataclass
 class PretrainConfig:
     family: str
-    steps: int = 4000
-    minutes: float = 12.0
-    """Wall-clock cap per family. Shipped: qwen3 13 min, llama and olmo3 10 min (pretrain_log.json)."""
+    steps: int = 1800
+    """Optimizer steps per family; the shipped checkpoints ran exactly these (about 11.5 min
+    each on one idle core; see each checkpoint's pretrain_log.json)."""
+    minutes: float = 30.0
+    """Wall-clock safety cap. The schedule decays on whichever of steps/time ends first, so a
+    run that hits this cap is no longer step-exact (the log records steps_done)."""
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 50
     weight_decay: float = 0.01
     seed: int = 0
+    privileged_hard_share: float = PRIVILEGED_HARD_SHARE
+    """See PRIVILEGED_HARD_SHARE."""
     threads: int = 1
     """Torch threads. 1: on 2 shared cores, 2 threads spin-wait and run ~10x slower."""
 
@@ -114,7 +125,14 @@ def make_example(
 class ExampleStream:
     """Endless batches of token ids, drawn with a fixed seed; held-out problems excluded."""
 
-    def __init__(self, hf_tok: PreTrainedTokenizerFast, seed: int, batch_size: int):
+    def __init__(
+        self,
+        hf_tok: PreTrainedTokenizerFast,
+        seed: int,
+        batch_size: int,
+        hard_share: float = PRIVILEGED_HARD_SHARE,
+    ):
+        self.hard_share = hard_share
         self.hf_tok = hf_tok
         self.rng = random.Random(seed)
         self.batch_size = batch_size
@@ -125,7 +143,7 @@ class ExampleStream:
         return self.rng.choices(list(TEMPLATE_MIX), weights=list(TEMPLATE_MIX.values()))[0]
 
     def _problem(self, kind: str) -> task.Problem:
-        hard = kind in ("teacher", "answer") and self.rng.random() < PRIVILEGED_HARD_SHARE
+        hard = kind in ("teacher", "answer") and self.rng.random() < self.hard_share
         difficulty = PRIVILEGED_DIFFICULTY if hard else TRAIN_DIFFICULTY
         while True:
             p = task.sample_problem(self.rng, difficulty)
@@ -180,7 +198,9 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, tok: Tokenizer | None = None) -
         lr=cfg.lr,
         betas=(0.9, 0.98),
     )
-    stream = ExampleStream(hf_tok, cfg.seed + 1, cfg.batch_size).batches()
+    stream = ExampleStream(
+        hf_tok, cfg.seed + 1, cfg.batch_size, cfg.privileged_hard_share
+    ).batches()
     start = time.time()
     losses: list[float] = []
     bar = tqdm(total=cfg.steps, desc=f"pretrain {cfg.family}", mininterval=5.0)
@@ -218,7 +238,6 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, tok: Tokenizer | None = None) -
             for i in range(0, len(losses), 25)
         ],
         "template_mix": TEMPLATE_MIX,
-        "privileged_hard_share": PRIVILEGED_HARD_SHARE,
     }
     save_checkpoint(model, hf_tok, out_dir, log)
     return {**log, "losses": losses}
@@ -248,13 +267,25 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=CHECKPOINTS_DIR, help="parent dir of toy-<family>/"
     )
     parser.add_argument("--seed", type=int, default=PretrainConfig.seed)
+    parser.add_argument(
+        "--privileged-hard-share",
+        type=float,
+        default=PretrainConfig.privileged_hard_share,
+        help="share of teacher/answer-only examples with harder problems (see PRIVILEGED_HARD_SHARE)",
+    )
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.steps <= 0:
         parser.error("--minutes and --steps must be > 0")
     families = models.FAMILIES if args.family == "all" else (args.family,)
     tok = build_tokenizer()
     for family in families:
-        cfg = PretrainConfig(family=family, steps=args.steps, minutes=args.minutes, seed=args.seed)
+        cfg = PretrainConfig(
+            family=family,
+            steps=args.steps,
+            minutes=args.minutes,
+            seed=args.seed,
+            privileged_hard_share=args.privileged_hard_share,
+        )
         out = args.out / f"toy-{family}"
         log = pretrain(cfg, out, tok)
         print(
