@@ -22,7 +22,7 @@ main-table: $(STAMP)  ## run notebooks/main_table.ipynb with papermill (PROFILE,
 		-p seed $(SEED) -p profile $(PROFILE) --cwd notebooks
 
 book: main-table  ## the main job: run the main table at the CPU default profile, build the book
-	$(VENV)/bin/jupyter-book build book
+	$(VENV)/bin/jupyter-book build --all book  # --all: re-execute every page so new results show
 	@echo "Book: _build/html/index.html"
 
 test: $(STAMP)  ## the test suite CI runs (no slow tests)

@@ -10,14 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt  # headless: matplotlib falls back to Agg; kernels use inline
+import pandas as pd
 
-matplotlib.use("Agg")  # book builds and papermill runs have no display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from pwopsd.config import REPO_ROOT, RESULTS_DIR  # noqa: E402
+from pwopsd.config import REPO_ROOT, RESULTS_DIR
 
 PUBLISHED_DIR = REPO_ROOT / "data" / "published"
 
@@ -53,6 +49,37 @@ def fmt_mean_sd(mean: float | None, sd: float | None, scale: float = 100.0) -> s
     if sd is None:
         return f"{scale * mean:.2f}"
     return f"{scale * mean:.2f} ± {scale * sd:.2f}"
+
+
+def provenance_frame() -> pd.DataFrame:
+    """One row per results file under results/ (per-sample scratch excluded): where it came from."""
+    rows = []
+    for path in sorted(RESULTS_DIR.rglob("*.json")):
+        if "samples" in path.relative_to(RESULTS_DIR).parts:
+            continue
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            continue
+        prov = doc.get("provenance") or next(
+            (v["provenance"] for v in doc.values() if isinstance(v, dict) and "provenance" in v),
+            None,
+        )
+        if prov is None:
+            continue
+        hw = prov.get("hardware", {})
+        wall = prov.get("wall_seconds")
+        rows.append(
+            {
+                "file": str(path.relative_to(REPO_ROOT)),
+                "profile": prov.get("profile") or "",
+                "seed": "" if prov.get("seed") is None else str(prov["seed"]),
+                "commit": str(prov.get("git_commit"))[:12],
+                "hardware": f"{hw.get('cpu_count')} CPUs, {hw.get('memory_gib')} GiB"
+                + (f", {hw['gpu']}" if hw.get("gpu") else ""),
+                "wall time (s)": None if wall is None else round(wall, 1),
+            }
+        )
+    return pd.DataFrame(rows).set_index("file") if rows else pd.DataFrame()
 
 
 # ------------------------------------------------------------------ published numbers

@@ -112,6 +112,7 @@ def write_json(path: str | Path, payload: Any) -> Path:
         json.dump(payload, f, indent=2, sort_keys=False, default=str)
         f.write("\n")
         tmp = f.name
+    os.chmod(tmp, 0o644)  # NamedTemporaryFile creates 0600; results files are for everyone
     os.replace(tmp, path)
     return path
 
