@@ -102,6 +102,7 @@ def run_family(
     from vllm import LLM, SamplingParams
 
     from pwopsd.evaluate import extract_answer, problem_metrics
+    from pwopsd.sampling import derive_seed
     from pwopsd.toy.checkpoint import check_checkpoint
 
     profile = get_profile("toy")
@@ -116,28 +117,39 @@ def run_family(
         gpu_memory_utilization=profile.gpu_memory_utilization,
         seed=0,
         enforce_eager=True,  # skips torch.compile warm-up: faster start, same numbers
+        # A token budget no batch of prompts can exceed, so no prefill is ever split: a split
+        # prefill with per-request seeds crashes the CPU build ("CPU Generator does not use
+        # offset": vLLM rewinds the seeded generator of a partially prefilled request).
+        max_num_batched_tokens=profile.max_model_len * 1024,
     )
     entry: dict[str, Any] = {"logprob_max_abs_diff": logprob_gap(llm, path, tok)}
     if logprobs_only:
         return entry
     s = profile.eval_sampling
     n = n or s.n
-    # No per-request seed: on the CPU build it crashes with chunked prefill ("CPU Generator
-    # does not use offset"); the engine seed (LLM(seed=0)) fixes the draws instead.
-    params = SamplingParams(
-        n=n,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        max_tokens=s.max_new_tokens,
-    )
     rows = _load_rows(set_name, max_problems)
     entry = {"set": set_name, "n": n, "problems": len(rows), **entry}
     for template in TEMPLATES:
-        outs = llm.generate(render_prompts(tok, template, rows), params, use_tqdm=True)
+        # One request per sample, each with its own seed (as pwopsd.evaluate does): the draws
+        # then do not depend on batch composition, so reruns give the same numbers.
+        prompts = [p for p in render_prompts(tok, template, rows) for _ in range(n)]
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                top_k=s.top_k,
+                max_tokens=s.max_new_tokens,
+                seed=derive_seed(0, family, set_name, template, row["id"], j),
+            )
+            for row in rows
+            for j in range(n)
+        ]
+        flat = llm.generate(prompts, params, use_tqdm=True)
+        outs = [[o.outputs[0] for o in flat[i * n : (i + 1) * n]] for i in range(len(rows))]
         per_problem = []
         for row, out in zip(rows, outs, strict=True):
-            answers = [extract_answer(c.text) for c in out.outputs]
+            answers = [extract_answer(c.text) for c in out]
             per_problem.append(problem_metrics(answers, row["answer"]))
         entry[template] = {
             key: sum(p[key] for p in per_problem) / len(per_problem)
@@ -145,7 +157,7 @@ def run_family(
         }
         entry[template]["invalid"] = sum(p["n_invalid"] for p in per_problem) / (len(rows) * n)
         entry[template]["mean_completion_tokens"] = sum(
-            len(c.token_ids) for out in outs for c in out.outputs
+            len(c.token_ids) for out in outs for c in out
         ) / (len(rows) * n)
     entry["checks"] = band_checks(entry)
     entry["wall_seconds"] = round(time.time() - start, 1)
