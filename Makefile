@@ -48,7 +48,7 @@ sync-notebooks: $(STAMP)  ## after editing notebooks/*.py, refresh the paired .i
 toy-data: $(STAMP)  ## regenerate data/toy/*.jsonl
 	$(PY) -m pwopsd.toy.build_data
 
-toy-models: $(STAMP)  ## retrain the three shipped toy checkpoints (~15 min each on 2 cores)
+toy-models: $(STAMP)  ## retrain the three shipped toy checkpoints (1800 steps, seed 0: ~11-12 min each)
 	$(PY) -m pwopsd.toy.pretrain --family all
 
 calibrate: $(STAMP)  ## results/toy/calibration.json
