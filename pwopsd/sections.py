@@ -9,14 +9,10 @@ status file instead, so the book renders a skeleton that says so.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
-from pwopsd.config import (
-    DiagnosticConfig,
-    MainTableConfig,
-    NotebookConfig,
-    ScheduleSweepConfig,
-)
+from pwopsd.config import MainTableConfig, NotebookConfig, ScheduleSweepConfig
 from pwopsd.provenance import write_results
 
 PENDING_REASONS: dict[str, str] = {
@@ -30,7 +26,8 @@ PENDING_REASONS: dict[str, str] = {
 TRAINED_METHODS_PENDING = "training (pwopsd.train) has not landed yet"
 
 
-def results_path(cfg: NotebookConfig):
+def results_path(cfg: NotebookConfig) -> Path:
+    """Where a section's results file goes: <results_dir>/<section>.json."""
     return cfg.results_dir / f"{cfg.notebook}.json"
 
 
@@ -118,12 +115,3 @@ def show_schedules(cfg: ScheduleSweepConfig):
     from pwopsd import plots
 
     return plots.plot_schedules(cfg.schedules, custom=(cfg.w_min, cfg.c, cfg.s))
-
-
-__all__ = [
-    "DiagnosticConfig",
-    "run_main_table",
-    "run_section",
-    "show_main_table",
-    "show_schedules",
-]
