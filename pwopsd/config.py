@@ -14,6 +14,7 @@ and fails before any compute, naming the bad parameter and the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,14 +127,10 @@ class Profile:
     """Model family -> ``from_pretrained`` name or path. "qwen3" is the main model."""
     train_data: str
     """Training corpus (columns problem, solution): hub id or local path."""
-    train_split: str
-    """Split of the training corpus."""
     benchmarks: tuple[BenchmarkSpec, ...]
     """Evaluation sets in table order (easiest first)."""
     eval_sampling: SamplingConfig
     """Evaluation sampling (PROTOCOL section 4)."""
-    eval_seeds: tuple[int, ...]
-    """Evaluation seeds; tables report mean and Bessel sd over them."""
     train: TrainConfig
     """Training hyperparameters."""
     dtype: str
@@ -167,7 +164,6 @@ def _toy_profile() -> Profile:
         name="toy",
         models=_toy_models(),
         train_data=str(TOY_DATA_DIR / "train.jsonl"),
-        train_split="train",
         benchmarks=tuple(
             BenchmarkSpec(name=b, source=str(TOY_DATA_DIR / f"{b}.jsonl"), label=labels[b])
             for b in TOY_BENCHMARK_NAMES
@@ -175,7 +171,6 @@ def _toy_profile() -> Profile:
         eval_sampling=SamplingConfig(
             n=12, temperature=1.0, top_p=0.95, top_k=-1, max_new_tokens=384
         ),
-        eval_seeds=(0, 1, 2),
         train=TrainConfig(
             lora_r=16,
             lora_alpha=32,
@@ -205,7 +200,6 @@ def _paper_profile() -> Profile:
             "olmo3": "allenai/Olmo-3-7B-Think",
         },
         train_data="siyanzhao/Openthoughts_math_30k_opsd",
-        train_split="train",
         benchmarks=(
             BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", "test", label="MATH-500"),
             BenchmarkSpec("aime24", "HuggingFaceH4/aime_2024", "train", label="AIME 2024"),
@@ -220,7 +214,6 @@ def _paper_profile() -> Profile:
         eval_sampling=SamplingConfig(
             n=12, temperature=1.0, top_p=0.95, top_k=-1, max_new_tokens=38912
         ),
-        eval_seeds=(0, 1, 2),
         train=TrainConfig(),
         dtype="bfloat16",
         max_model_len=40960,
@@ -243,14 +236,71 @@ def get_profile(name: str) -> Profile:
 # Methods and schedules
 # --------------------------------------------------------------------------------------
 
-METHODS = ("base", "opsd", "eopd", "reopold", "pw_opsd")
-"""Training methods ("base" = the untrained model)."""
+TRAINED_METHODS = ("opsd", "eopd", "reopold", "pw_opsd")
+"""Training methods of the main table; the one spelling used by losses, results files and the book."""
 
-SCHEDULE_NAMES = ("mild", "moderate", "sharp", "aggressive")
-"""Position-weight schedules; only Moderate's values are published (see pwopsd.losses)."""
+METHODS = ("base", *TRAINED_METHODS)
+"""Main-table rows ("base" = the untrained model)."""
+
+SCHEDULES: dict[str, tuple[float, float, float]] = {
+    # [our choice] high floor, softest transition.
+    "mild": (0.50, 0.30, 0.15),
+    # Published default (w_min, c, s), held fixed across models.
+    "moderate": (0.25, 0.30, 0.10),
+    # [our choice] lower floor, steeper transition (same centre as Moderate).
+    "sharp": (0.10, 0.30, 0.05),
+    # [our choice] lowest floor and the latest transition.
+    "aggressive": (0.05, 0.45, 0.05),
+}
+"""Position-weight schedules: name -> (w_min, c, s) of w(u) = w_min + (1-w_min) sigmoid((u-c)/s).
+
+Only ``moderate`` = (0.25, 0.30, 0.10) is published. ``mild``, ``sharp`` and ``aggressive`` are
+**this project's choice**: the paper describes them only in words (Mild: high floor, softest
+transition; Sharp: lower floor, steeper; Aggressive: lowest floor, latest transition) and does
+not publish their values. See :data:`SCHEDULE_NOTES`.
+"""
+
+SCHEDULE_NOTES: dict[str, str] = {
+    "mild": "our choice (paper: high floor, softest transition; values not published)",
+    "moderate": "published default (0.25, 0.30, 0.10)",
+    "sharp": "our choice (paper: lower floor, steeper; values not published)",
+    "aggressive": "our choice (paper: lowest floor, latest transition; values not published)",
+}
+"""Provenance of each schedule's numbers, for tables and the book to print beside them."""
+
+SCHEDULE_NAMES = tuple(SCHEDULES)
+"""Named position-weight schedules, in order of rising sharpness."""
 
 WEIGHTINGS = ("uniform", "position")
+"""Token weightings of the reduction factorial (Appendix L)."""
 REDUCTIONS = ("global", "per_sequence")
+"""Reductions of the reduction factorial (Appendix L)."""
+
+FACTORIAL_CELLS: dict[str, tuple[str, str]] = {
+    "uniform_global": ("uniform", "global"),  # = OPSD
+    "uniform_per_sequence": ("uniform", "per_sequence"),
+    "position_global": ("position", "global"),
+    "position_per_sequence": ("position", "per_sequence"),  # = PW-OPSD
+}
+"""The 2x2 reduction factorial: cell name -> (weighting, reduction)."""
+
+
+def check_schedule(w_min: Any, c: Any, s: Any) -> None:
+    """Raise ConfigError (a ValueError) naming the bad parameter of a (w_min, c, s) schedule.
+
+    ``w_min`` (the floor) and ``c`` (the transition centre, a fraction of the rollout) lie in
+    [0, 1]; ``s`` (the transition width) is a finite number > 0. The notebooks' configs and
+    :func:`pwopsd.losses.position_weights` both call this one check.
+    """
+    for name, value in (("w_min", w_min), ("c", c), ("s", s)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{name}={value!r} must be a finite number")
+    if not 0.0 <= w_min <= 1.0:
+        raise ConfigError(f"w_min={w_min!r} (schedule floor) must lie in [0, 1]")
+    if not 0.0 <= c <= 1.0:
+        raise ConfigError(f"c={c!r} (transition centre, a fraction of the rollout) must lie in [0, 1]")
+    if s <= 0:
+        raise ConfigError(f"s={s!r} (transition width) must be > 0")
 
 
 # --------------------------------------------------------------------------------------
@@ -398,7 +448,7 @@ class MainTableConfig(NotebookConfig):
 
     notebook: ClassVar[str] = "main_table"
     methods: list[str] = field(
-        default_factory=lambda: ["base", "opsd", "eopd", "reopold", "pw_opsd"]
+        default_factory=lambda: list(METHODS)
     )
     """Methods to train and evaluate; any of "base", "opsd", "eopd", "reopold", "pw_opsd"."""
     schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
@@ -428,7 +478,7 @@ class ScheduleSweepConfig(NotebookConfig):
     w_min: float | None = None
     """Custom schedule floor in [0, 1]; with c and s adds a "custom" schedule."""
     c: float | None = None
-    """Custom schedule centre (fraction of the rollout)."""
+    """Custom schedule centre, a fraction of the rollout in [0, 1]."""
     s: float | None = None
     """Custom schedule slope scale (> 0)."""
 
@@ -438,10 +488,8 @@ class ScheduleSweepConfig(NotebookConfig):
         custom = (self.w_min, self.c, self.s)
         if any(v is not None for v in custom) and any(v is None for v in custom):
             raise ConfigError("w_min, c and s must be given together for a custom schedule")
-        if self.w_min is not None and not 0.0 <= self.w_min <= 1.0:
-            raise ConfigError(f"w_min={self.w_min!r} must lie in [0, 1]")
-        if self.s is not None and self.s <= 0:
-            raise ConfigError(f"s={self.s!r} must be > 0")
+        if self.w_min is not None:
+            check_schedule(self.w_min, self.c, self.s)
 
 
 @dataclass
