@@ -118,6 +118,42 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """Settings of the inference engine (:func:`pwopsd.engine.build_vllm`), CPU and CUDA."""
+
+    dtype: str
+    """Inference dtype for vLLM and HF ("float32", "bfloat16", ...)."""
+    max_model_len: int
+    """Context length: prompt + completion tokens of one sequence."""
+    max_num_seqs: int = 128
+    """Sequences vLLM schedules at once. On CPU the KV cache is sized to hold this many
+    sequences of ``max_model_len`` tokens, and the batched-token budget to prefill them all in
+    one step (a split prefill crashes seeded sampling on the CPU build)."""
+    cpu_kv_cache_bytes: int | None = None
+    """CPU only: KV-cache size in bytes. None = ``max_num_seqs x max_model_len x`` the model's
+    KV bytes per token (2 x layers x KV heads x head_dim x dtype bytes). Never a fraction of
+    host memory: vLLM's fraction is of the NUMA node, which is small on many machines."""
+    gpu_memory_utilization: float = 0.85
+    """CUDA only: fraction of GPU memory for weights, activations and KV cache. Ignored on CPU."""
+    enforce_eager: bool | None = None
+    """Skip torch.compile / CUDA graphs. None = eager on CPU (starts in seconds instead of
+    30-90 s), compiled on CUDA."""
+
+    def __post_init__(self) -> None:
+        if self.max_model_len < 1 or self.max_num_seqs < 1:
+            raise ConfigError(
+                f"engine.max_model_len={self.max_model_len} and engine.max_num_seqs="
+                f"{self.max_num_seqs} must be >= 1"
+            )
+        if self.cpu_kv_cache_bytes is not None and self.cpu_kv_cache_bytes < 1:
+            raise ConfigError(f"engine.cpu_kv_cache_bytes={self.cpu_kv_cache_bytes} must be > 0")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(
+                f"engine.gpu_memory_utilization={self.gpu_memory_utilization} must lie in (0, 1]"
+            )
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything that changes between the toy world and the paper's scale."""
 
@@ -133,12 +169,8 @@ class Profile:
     """Evaluation sampling (PROTOCOL section 4)."""
     train: TrainConfig
     """Training hyperparameters."""
-    dtype: str
-    """Inference dtype for vLLM / HF."""
-    max_model_len: int
-    """vLLM context length."""
-    gpu_memory_utilization: float
-    """vLLM memory fraction (host RAM on the CPU build: keep it low)."""
+    engine: EngineConfig
+    """Inference engine settings (vLLM on CPU or CUDA; HF generate uses ``dtype``)."""
 
     @property
     def main_model(self) -> str:
@@ -185,9 +217,10 @@ def _toy_profile() -> Profile:
             dtype="float32",
             gradient_checkpointing=False,
         ),
-        dtype="float32",
-        max_model_len=1024,
-        gpu_memory_utilization=0.05,
+        # 128 x 1024 tokens x 2-4 KiB per token: a 256-512 MiB KV cache for the toy models.
+        engine=EngineConfig(
+            dtype="float32", max_model_len=1024, max_num_seqs=128, gpu_memory_utilization=0.05
+        ),
     )
 
 
@@ -215,9 +248,9 @@ def _paper_profile() -> Profile:
             n=12, temperature=1.0, top_p=0.95, top_k=-1, max_new_tokens=38912
         ),
         train=TrainConfig(),
-        dtype="bfloat16",
-        max_model_len=40960,
-        gpu_memory_utilization=0.85,
+        engine=EngineConfig(
+            dtype="bfloat16", max_model_len=40960, max_num_seqs=256, gpu_memory_utilization=0.85
+        ),
     )
 
 
@@ -293,12 +326,18 @@ def check_schedule(w_min: Any, c: Any, s: Any) -> None:
     :func:`pwopsd.losses.position_weights` both call this one check.
     """
     for name, value in (("w_min", w_min), ("c", c), ("s", s)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise ConfigError(f"{name}={value!r} must be a finite number")
     if not 0.0 <= w_min <= 1.0:
         raise ConfigError(f"w_min={w_min!r} (schedule floor) must lie in [0, 1]")
     if not 0.0 <= c <= 1.0:
-        raise ConfigError(f"c={c!r} (transition centre, a fraction of the rollout) must lie in [0, 1]")
+        raise ConfigError(
+            f"c={c!r} (transition centre, a fraction of the rollout) must lie in [0, 1]"
+        )
     if s <= 0:
         raise ConfigError(f"s={s!r} (transition width) must be > 0")
 
@@ -326,6 +365,29 @@ def _check_list_choice(name: str, values: Any, allowed: tuple[str, ...]) -> None
             raise ConfigError(
                 f"{name} contains {v!r}, which is not allowed; allowed values: {list(allowed)}"
             )
+
+
+def check_writable_dir(name: str, path: Path, shown: str = "") -> None:
+    """Raise ConfigError naming ``name`` unless ``path`` is (or can be made) a writable directory.
+
+    Probes with a temporary directory that is removed at once, so a check leaves nothing
+    behind (a path that does not exist yet is not created).
+    """
+    import tempfile
+
+    shown = shown or str(path)
+    probe_in = path
+    while not probe_in.exists():
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise ConfigError(f"{name}={shown!r} is not usable: {probe_in} is a file, not a directory")
+    try:
+        tempfile.TemporaryDirectory(dir=probe_in).cleanup()
+    except OSError as err:
+        raise ConfigError(
+            f"{name}={shown!r} is not writable ({probe_in}: {err.strerror or err}); "
+            "pass a directory you can write to"
+        ) from err
 
 
 @dataclass
@@ -356,6 +418,7 @@ class NotebookConfig:
         if self.seed < 0:
             raise ConfigError(f"seed={self.seed!r} must be a non-negative integer")
         _check_choice("profile", self.profile, tuple(PROFILES))
+        check_writable_dir("out_dir", self.results_dir, shown=self.out_dir)
 
     @property
     def results_dir(self) -> Path:
@@ -447,9 +510,7 @@ class MainTableConfig(NotebookConfig):
     """Main results table (paper Table 1): methods x benchmarks, Avg/Pass/Maj@12."""
 
     notebook: ClassVar[str] = "main_table"
-    methods: list[str] = field(
-        default_factory=lambda: list(METHODS)
-    )
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
     """Methods to train and evaluate; any of "base", "opsd", "eopd", "reopold", "pw_opsd"."""
     schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
     """PW-OPSD schedules to run (mild/moderate/sharp/aggressive)."""

@@ -76,6 +76,7 @@ BAD_PARAMETERS = [
     ("main_table", {"eval_seeds": "three"}, "ConfigError", "eval_seeds='three'"),
     ("schedule_sweep", {"schedules": ["gentle"]}, "ConfigError", "schedules contains 'gentle'"),
     ("schedule_sweep", {"w_min": 1.2, "c": 0.3, "s": 0.1}, "ConfigError", "w_min=1.2"),
+    ("schedule_sweep", {"w_min": 0.25, "c": -0.2, "s": 0.1}, "ConfigError", "c=-0.2"),
     ("reduction_factorial", {"schedule": "extreme"}, "ConfigError", "schedule='extreme'"),
     ("cross_model", {"families": ["mistral"]}, "ConfigError", "families contains 'mistral'"),
     ("diagnostic", {"bootstrap": 0}, "ConfigError", "bootstrap=0"),
@@ -99,6 +100,22 @@ def test_bad_parameter_fails_in_first_cell(tmp_path, section, params, ename, nee
     # validation cell right after that is the first one to run anything.
     assert err.value.cell_index == param_index + 2
     assert not (tmp_path / "results").exists(), "no results may be written on bad input"
+
+
+@pytest.mark.parametrize("out_dir", ["/proc/forbidden", "/etc/hostname/results"])
+def test_unwritable_out_dir_fails_in_first_cell(tmp_path, out_dir):
+    param_index, _ = _parameters_cell("main_table")
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(
+            str(NOTEBOOKS / "main_table.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"out_dir": out_dir},
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    assert err.value.ename == "ConfigError"
+    assert f"out_dir={out_dir!r}" in err.value.evalue
+    assert err.value.cell_index == param_index + 2
 
 
 def test_pending_section_runs_and_writes_status(tmp_path):
