@@ -476,33 +476,140 @@ def _type_ok(value: Any, expected: tuple[type, ...]) -> bool:
     return isinstance(value, expected)
 
 
+DIAGNOSTIC_POOLS = ("math500", "aime24", "aime25")
+"""Problem pools of the diagnostic (PROTOCOL section 5: MATH-500, AIME 2024, AIME 2025); the toy
+profile reads its stand-ins ``toy_math500``, ``toy_aime24``, ``toy_aime25``."""
+
+DIAGNOSTIC_BACKENDS = ("vllm", "hf")
+"""Generation backends for spines and continuations (:func:`pwopsd.sampling.make_engine`)."""
+
+POSITION_ORIENTATIONS = ("late", "early")
+"""How the position score is oriented in Table 1: "late" scores u, "early" scores 1 - u."""
+
+
 @dataclass
 class DiagnosticConfig(NotebookConfig):
-    """Branch-viability diagnostic (paper Sec. 3.2, Appendix A)."""
+    """Branch-viability diagnostic (paper Sec. 3.2, Appendix A; PROTOCOL section 5).
+
+    The paper publishes none of the thresholds and counts below: every default is **this
+    project's choice** (PROTOCOL section 5, last line), picked so the toy profile finishes
+    on 2 CPU cores in about 15 minutes with enough labelled candidates for a usable interval.
+    ``book/diagnostic.md`` lists them as such.
+    """
 
     notebook: ClassVar[str] = "diagnostic"
-    max_problems: int = 24
-    """Problems to analyse (spines decoded)."""
+    backend: str = "vllm"
+    """Engine for spines (A) and continuations (E): "vllm" or "hf" (HF generate; slow, exact)."""
+    pools: list[str] = field(default_factory=lambda: list(DIAGNOSTIC_POOLS))
+    """Problem pools, any of "math500", "aime24", "aime25" (toy profile: their toy stand-ins)."""
+    max_problems: int = 96
+    """Problems analysed, drawn round-robin from the pools in a seeded order. Our choice."""
+    spine_max_tokens: int | None = None
+    """Token budget of a spine (A); None = the profile's evaluation budget (toy 384, paper
+    38,912)."""
+    spine_fallback_tries: int = 4
+    """Sampled retries when the greedy spine has no boxed answer within the budget (A). Our
+    choice."""
+    spine_fallback_temperature: float = 1.0
+    """Temperature of those retries (top_p 0.95, as evaluation). Our choice."""
+    entropy_top_k: int = 20
+    """k of the teacher's top-k valid-token truncated entropy (B); also the components of the
+    Dirichlet precision (D). Our choice."""
+    plausibility_floor: float = 0.05
+    """A child token needs at least this teacher probability (C). Our choice."""
+    min_children: int = 2
+    """A candidate position needs at least this many plausible valid children (C). Our choice."""
+    min_spacing: int = 4
+    """Minimum distance in tokens between two candidates of one problem (C). Our choice."""
     candidates_per_problem: int = 4
-    """Highest-truncated-entropy positions kept per problem."""
+    """Highest-truncated-entropy positions kept per problem (C, "N"). Our choice."""
     children_per_candidate: int = 3
-    """Teacher top-k valid child tokens forced at each candidate."""
+    """Teacher top-k valid child tokens forced at each candidate (C). Our choice."""
+    mc_samples: int = 8
+    """MC-dropout forward passes of the teacher (D). Our choice."""
+    mc_dropout: float = 0.1
+    """Dropout probability applied by the hooks on the last layers' outputs (D). Our choice."""
+    mc_layers: int = 2
+    """How many of the last decoder layers get the dropout hook (D). Our choice."""
     rollouts_per_child: int = 6
-    """Student continuations sampled per forced child."""
+    """Student continuations sampled per forced child (E). Our choice."""
+    continuation_temperature: float = 1.0
+    """Sampling temperature of the continuations (E); evaluation's value. Our choice."""
+    continuation_top_p: float = 0.95
+    """Nucleus mass of the continuations (E); evaluation's value. Our choice."""
+    continuation_max_tokens: int | None = None
+    """Token budget of a continuation (E); None = the spine budget. Our choice."""
+    viable_threshold: float = 0.5
+    """A child is *viable* when at least this fraction of its continuations is correct (F).
+    Our choice."""
+    min_viable_children: int = 2
+    """Diversity = at least this many viable children (F; PROTOCOL: "at least two")."""
+    real_max_child_viability: float = 0.2
+    """Real uncertainty needs every child's viability below this (F). Our choice."""
+    real_max_mean_viability: float = 0.1
+    """... and the children's mean viability below this (F). Our choice."""
+    position_orientation: str = "late"
+    """Table 1's position score: "late" scores u = (i - 0.5) / L (later = more likely real
+    uncertainty), "early" scores 1 - u. Never flipped after seeing the data. Our reading."""
     bootstrap: int = 1000
-    """Cluster-bootstrap resamples for the AUROC confidence interval."""
+    """Cluster-bootstrap resamples (over problems) for the AUROC interval (G)."""
+    ci_level: float = 0.95
+    """Level of the percentile bootstrap interval (G); the paper reports 95%."""
 
     def validate(self) -> None:
         super().validate()
+        _check_choice("backend", self.backend, DIAGNOSTIC_BACKENDS)
+        _check_list_choice("pools", self.pools, DIAGNOSTIC_POOLS)
+        _check_choice("position_orientation", self.position_orientation, POSITION_ORIENTATIONS)
         for name in (
             "max_problems",
+            "spine_max_tokens",
+            "entropy_top_k",
+            "min_children",
+            "min_spacing",
             "candidates_per_problem",
             "children_per_candidate",
+            "mc_samples",
+            "mc_layers",
             "rollouts_per_child",
+            "continuation_max_tokens",
+            "min_viable_children",
             "bootstrap",
         ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}={value!r} must be >= 1")
+        if self.spine_fallback_tries < 0:
+            raise ConfigError(f"spine_fallback_tries={self.spine_fallback_tries!r} must be >= 0")
+        for name in (
+            "plausibility_floor",
+            "viable_threshold",
+            "real_max_child_viability",
+            "real_max_mean_viability",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name}={value!r} must lie in [0, 1]")
+        if not 0.0 <= self.mc_dropout < 1.0:
+            raise ConfigError(f"mc_dropout={self.mc_dropout!r} must lie in [0, 1)")
+        if not 0.0 < self.ci_level < 1.0:
+            raise ConfigError(f"ci_level={self.ci_level!r} must lie in (0, 1)")
+        if not 0.0 < self.continuation_top_p <= 1.0:
+            raise ConfigError(f"continuation_top_p={self.continuation_top_p!r} must lie in (0, 1]")
+        for name in ("continuation_temperature", "spine_fallback_temperature"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
+        for name in ("min_children", "min_viable_children"):
+            if getattr(self, name) > self.children_per_candidate:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} must be <= children_per_candidate="
+                    f"{self.children_per_candidate}"
+                )
+        if self.entropy_top_k < self.children_per_candidate:
+            raise ConfigError(
+                f"entropy_top_k={self.entropy_top_k!r} must be >= children_per_candidate="
+                f"{self.children_per_candidate}"
+            )
 
 
 @dataclass
