@@ -587,7 +587,13 @@ def select_candidates(
     eligible positions are taken by falling truncated entropy, skipping any closer than
     ``min_spacing`` to one already taken, up to ``candidates_per_problem``.
     """
-    drops = {"junk_or_special_token": 0, "after_boxed": 0, "implausible_children": 0, "spacing": 0}
+    drops = {
+        "junk_or_special_token": 0,
+        "after_boxed": 0,
+        "implausible_children": 0,
+        "spacing": 0,
+        "eos_or_junk_children": 0,
+    }
     n_body = len(spine) - (1 if spine and spine[-1] in eos else 0)
     limit = stats.get("boxed_start")
     limit = n_body if limit is None else min(limit, n_body)
@@ -599,11 +605,11 @@ def select_candidates(
         if not valid[spine[i]]:
             drops["junk_or_special_token"] += 1
             continue
-        kids = [
-            (c, p)
-            for c, p in zip(stats["child_ids"][i], stats["child_probs"][i], strict=True)
-            if p >= cfg.plausibility_floor and valid[c] and c not in eos
-        ]
+        pairs = list(zip(stats["child_ids"][i], stats["child_probs"][i], strict=True))
+        kids = [(c, p) for c, p in pairs if valid[c] and c not in eos]
+        # B keeps only valid children; a child that would end the sequence is dropped here too
+        drops["eos_or_junk_children"] += len(pairs) - len(kids)
+        kids = [(c, p) for c, p in kids if p >= cfg.plausibility_floor]
         if len(kids) < cfg.min_children:
             drops["implausible_children"] += 1
             continue
@@ -658,7 +664,13 @@ def phase_c(ctx: Context) -> dict[str, Any]:
         "children": sum(len(c["children"]) for r in rows for c in r["candidates"]),
         "dropped_positions": {
             k: sum(r["dropped"].get(k, 0) for r in rows)
-            for k in ("junk_or_special_token", "after_boxed", "implausible_children", "spacing")
+            for k in (
+                "junk_or_special_token",
+                "after_boxed",
+                "implausible_children",
+                "spacing",
+                "eos_or_junk_children",
+            )
         },
     }
 
