@@ -115,7 +115,7 @@ def test_forced_continuation_is_exactly_student_prompt_spine_prefix_child(tmp_pa
     cont = [r for r in eng.requests if r[3].temperature > 0]
     assert cont, "no continuation was requested"
     answer_marker = tok.convert_tokens_to_ids("=== Reference Answer Begin ===")
-    for (pid, pos, child, _), ids, seed, _ in cont:
+    for (pid, pos, child, _), ids, _seed, _ in cont:
         s = spines[pid]
         assert ids == s["student_prompt_ids"] + s["spine"][:pos] + [child]
         assert answer_marker not in ids  # never the privileged prompt
