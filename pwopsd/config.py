@@ -502,7 +502,7 @@ class DiagnosticConfig(NotebookConfig):
     """Engine for spines (A) and continuations (E): "vllm" or "hf" (HF generate; slow, exact)."""
     pools: list[str] = field(default_factory=lambda: list(DIAGNOSTIC_POOLS))
     """Problem pools, any of "math500", "aime24", "aime25" (toy profile: their toy stand-ins)."""
-    max_problems: int = 96
+    max_problems: int = 192
     """Problems analysed, drawn round-robin from the pools in a seeded order. Our choice."""
     spine_max_tokens: int | None = None
     """Token budget of a spine (A); None = the profile's evaluation budget (toy 384, paper
@@ -521,7 +521,7 @@ class DiagnosticConfig(NotebookConfig):
     """A candidate position needs at least this many plausible valid children (C). Our choice."""
     min_spacing: int = 4
     """Minimum distance in tokens between two candidates of one problem (C). Our choice."""
-    candidates_per_problem: int = 4
+    candidates_per_problem: int = 8
     """Highest-truncated-entropy positions kept per problem (C, "N"). Our choice."""
     children_per_candidate: int = 3
     """Teacher top-k valid child tokens forced at each candidate (C). Our choice."""
@@ -531,7 +531,7 @@ class DiagnosticConfig(NotebookConfig):
     """Dropout probability applied by the hooks on the last layers' outputs (D). Our choice."""
     mc_layers: int = 2
     """How many of the last decoder layers get the dropout hook (D). Our choice."""
-    rollouts_per_child: int = 6
+    rollouts_per_child: int = 8
     """Student continuations sampled per forced child (E). Our choice."""
     continuation_temperature: float = 1.0
     """Sampling temperature of the continuations (E); evaluation's value. Our choice."""

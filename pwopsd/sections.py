@@ -2,8 +2,8 @@
 
 The notebooks call one function here and then display; the book pages read the files these
 functions write (``results/<profile>/<section>/<section>.json``), never the notebooks' outputs.
-Sections whose pipeline (training, the diagnostic) has not landed yet write a ``pending``
-status file instead, so the book renders a skeleton that says so.
+Sections whose pipeline (training) has not landed yet write a ``pending`` status file
+instead, so the book renders a skeleton that says so.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import MainTableConfig, NotebookConfig, ScheduleSweepConfig
+from pwopsd.config import DiagnosticConfig, MainTableConfig, NotebookConfig, ScheduleSweepConfig
 from pwopsd.provenance import write_results
 
 PENDING_REASONS: dict[str, str] = {
-    "diagnostic": "the branch-viability diagnostic (pwopsd.diagnostic) has not landed yet",
     "schedule_sweep": "the training loop (pwopsd.train) has not landed yet",
     "cross_model": "the training loop (pwopsd.train) has not landed yet",
     "reduction_factorial": "the training loop (pwopsd.train) has not landed yet",
@@ -45,6 +44,17 @@ def run_section(cfg: NotebookConfig) -> dict[str, Any]:
     write_results(results_path(cfg), result, profile=cfg.profile, seed=cfg.seed, wall_seconds=0.0)
     print(f"[{cfg.notebook}] skeleton only: {reason}. Wrote {results_path(cfg)}")
     return result
+
+
+def run_diagnostic(cfg: DiagnosticConfig) -> dict[str, Any]:
+    """Run (or resume) the branch-viability diagnostic, phases A-G.
+
+    Writes ``diagnostic.json``, ``table1.json`` and ``figure1.json`` under
+    ``results/<profile>/diagnostic/`` (per-phase files under its ``scratch/``).
+    """
+    from pwopsd.diagnostic.phases import run
+
+    return run(cfg)
 
 
 def eval_seeds_for(cfg: MainTableConfig) -> list[int]:

@@ -71,7 +71,10 @@ def verdict(table: dict[str, Any]) -> str:
     better = pos["auroc"] > best["auroc"]
     clear = pos["ci_low"] is not None and pos["ci_low"] > best["auroc"]
     if better and clear:
-        how = "separates the labels better than every local score, and its interval lies above them"
+        how = (
+            "separates the labels better than every local score: even the low end of its "
+            "interval lies above every local score's AUROC"
+        )
     elif better:
         how = (
             "reaches a higher AUROC than every local score, but its interval still overlaps "

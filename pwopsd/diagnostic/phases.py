@@ -1080,10 +1080,15 @@ def figure1_data(records: list[dict[str, Any]], n_bins: int = 5) -> dict[str, An
 
 def plan_summary(cfg: DiagnosticConfig, profile: Profile) -> dict[str, Any]:
     """What a run would do (``--dry-run``): model, pools, budgets, upper bounds on the work."""
-    pools = {}
+    pools: dict[str, Any] = {}
     for pool in cfg.pools:
         spec = pool_spec(profile, pool)
         pools[pool] = {"source": spec.source, "split": spec.split}
+    try:  # local files: say how many problems each pool gives (hub pools would need the net)
+        for pool, _ in select_problems(cfg, profile):
+            pools[pool]["drawn"] = pools[pool].get("drawn", 0) + 1
+    except Exception as err:  # noqa: BLE001 - a plan is still useful without the counts
+        pools["note"] = f"pool sizes unknown offline ({type(err).__name__})"
     n_cand = cfg.max_problems * cfg.candidates_per_problem
     return {
         "profile": profile.name,
