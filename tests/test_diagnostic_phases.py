@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pwopsd.config import ConfigError, DiagnosticConfig, get_profile
-from pwopsd.diagnostic import phases
+from pwopsd.diagnostic import phases, report, store, teacher
 from pwopsd.sampling import Completion
 from tests.conftest import REPO_ROOT
 
@@ -111,7 +111,7 @@ def test_forced_continuation_is_exactly_student_prompt_spine_prefix_child(tmp_pa
     eng = fake_for(cfg, tok)
     res = phases.run(cfg, make_engine=lambda: eng, log=lambda s: None)
     assert eng.closed and res["status"] == "ok"
-    spines = {s["pid"]: s for s in phases.read_jsonl(cfg.results_dir / "scratch" / "A.jsonl")}
+    spines = {s["pid"]: s for s in store.read_jsonl(cfg.results_dir / "scratch" / "A.jsonl")}
     cont = [r for r in eng.requests if r[3].temperature > 0]
     assert cont, "no continuation was requested"
     answer_marker = tok.convert_tokens_to_ids("=== Reference Answer Begin ===")
@@ -177,7 +177,7 @@ def test_bad_input_is_counted_not_fatal(tmp_path, tok):
     valid = [True] * 300
     valid[eos] = False
     cfg3 = tiny(tmp_path, children_per_candidate=3, min_spacing=1)
-    cands, drops = phases.select_candidates([20, 21], stats, valid, cfg3, {eos})
+    cands, drops = teacher.select_candidates([20, 21], stats, valid, cfg3, {eos})
     assert drops["eos_or_junk_children"] == 1
     assert all(eos not in c["children"] for c in cands) and len(cands) == 2
     # A group with a single label: counted in Table 1, the AUROC still computed.
@@ -187,17 +187,17 @@ def test_bad_input_is_counted_not_fatal(tmp_path, tok):
         dict(pid="b", u=0.2, label="diversity", viability=[1, 1]),
         dict(pid="b", u=0.8, label="real_uncertain", viability=[0, 0]),
     ]
-    row = phases.table1(recs, cfg)[0]
+    row = report.table1(recs, cfg)[0]
     assert row["n_single_label_problems"] == 1 and row["auroc"] is not None
-    assert phases.table1(recs[:2], cfg)[0]["auroc"] is None  # one class: no AUROC, no crash
+    assert report.table1(recs[:2], cfg)[0]["auroc"] is None  # one class: no AUROC, no crash
 
 
 def test_labels_follow_the_thresholds(tmp_path):
     cfg = tiny(tmp_path)
-    assert phases.label_candidate([1.0, 0.5, 0.0], cfg) == "diversity"
-    assert phases.label_candidate([0.0, 0.0, 0.0], cfg) == "real_uncertain"
-    assert phases.label_candidate([0.5, 0.0, 0.0], cfg) == "gray"
-    assert phases.label_candidate([0.15, 0.15, 0.15], cfg) == "gray"  # low each, mean not
+    assert report.label_candidate([1.0, 0.5, 0.0], cfg) == "diversity"
+    assert report.label_candidate([0.0, 0.0, 0.0], cfg) == "real_uncertain"
+    assert report.label_candidate([0.5, 0.0, 0.0], cfg) == "gray"
+    assert report.label_candidate([0.15, 0.15, 0.15], cfg) == "gray"  # low each, mean not
 
 
 def test_truncated_entropy_counts_only_valid_tokens():
@@ -205,7 +205,7 @@ def test_truncated_entropy_counts_only_valid_tokens():
 
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
     valid = torch.tensor([False, True, True])
-    st = phases.teacher_position_stats(logits, torch.tensor([1]), valid, top_k=2, n_children=2)
+    st = teacher.teacher_position_stats(logits, torch.tensor([1]), valid, top_k=2, n_children=2)
     assert st["trunc_entropy"][0] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-5)
     assert st["child_ids"][0] == [1, 2] and st["top1"][0] == pytest.approx(0.5)
     assert st["spine_prob"][0] == pytest.approx(0.25)
@@ -216,33 +216,33 @@ def test_dropout_hooks_are_removed_even_on_error():
     from transformers import AutoModelForCausalLM
 
     net = AutoModelForCausalLM.from_pretrained(TOY).eval()
-    layers = phases.decoder_layers(net)
+    layers = teacher.decoder_layers(net)
     ids = list(range(5, 25))
     with torch.no_grad():
-        ref = phases._hidden_states(net, ids)
-        with phases.DropoutHooks(net, 2, 0.0, seed=0):
-            same = phases._hidden_states(net, ids)
-        with phases.DropoutHooks(net, 2, 0.3, seed=0):
-            a = phases._hidden_states(net, ids)
-        with phases.DropoutHooks(net, 2, 0.3, seed=0):
-            b = phases._hidden_states(net, ids)
-        with pytest.raises(RuntimeError), phases.DropoutHooks(net, 2, 0.3, seed=0):
+        ref = teacher.hidden_states(net, ids)
+        with teacher.DropoutHooks(net, 2, 0.0, seed=0):
+            same = teacher.hidden_states(net, ids)
+        with teacher.DropoutHooks(net, 2, 0.3, seed=0):
+            a = teacher.hidden_states(net, ids)
+        with teacher.DropoutHooks(net, 2, 0.3, seed=0):
+            b = teacher.hidden_states(net, ids)
+        with pytest.raises(RuntimeError), teacher.DropoutHooks(net, 2, 0.3, seed=0):
             assert all(len(layer._forward_hooks) == 1 for layer in layers[-2:])
             raise RuntimeError("boom")
-        after = phases._hidden_states(net, ids)
+        after = teacher.hidden_states(net, ids)
     assert torch.allclose(ref, same) and torch.allclose(ref, after)
     assert torch.equal(a, b) and not torch.allclose(a, ref)
     assert all(len(layer._forward_hooks) == 0 for layer in layers)
     probs = torch.softmax(torch.randn(4, 3, 10), -1)
-    sc = phases.mc_scores(probs, top_k=3, valid=torch.ones(10, dtype=torch.bool))
+    sc = teacher.mc_scores(probs, top_k=3, valid=torch.ones(10, dtype=torch.bool))
     assert all(len(v) == 3 for v in sc.values()) and min(sc["mc_mutual_info"]) >= 0
 
 
 def test_boxed_start(tok):
     ids = tok("3*4=12\n\\boxed{12}", add_special_tokens=False)["input_ids"]
-    i = phases.boxed_start(tok, ids)
+    i = teacher.boxed_start(tok, ids)
     assert tok.decode(ids[:i]) == "3*4=12\n"
-    assert phases.boxed_start(tok, tok("3*4=12", add_special_tokens=False)["input_ids"]) is None
+    assert teacher.boxed_start(tok, tok("3*4=12", add_special_tokens=False)["input_ids"]) is None
 
 
 def test_rerun_with_other_settings_is_refused(tmp_path, tok):
@@ -285,7 +285,7 @@ def test_resume_after_sigkill_loses_at_most_items_in_flight(tmp_path, tok):
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
-            if e_file.exists() and len(phases.read_jsonl(e_file)) >= 3:
+            if e_file.exists() and len(store.read_jsonl(e_file)) >= 3:
                 break
             time.sleep(0.05)
         else:
@@ -295,8 +295,8 @@ def test_resume_after_sigkill_loses_at_most_items_in_flight(tmp_path, tok):
     finally:
         if proc.poll() is None:
             proc.kill()
-    before = {tuple(r["key"]) for r in phases.read_jsonl(e_file)}
-    done_a = phases.read_jsonl(cfg.results_dir / "scratch" / "A.jsonl")
+    before = {tuple(r["key"]) for r in store.read_jsonl(e_file)}
+    done_a = store.read_jsonl(cfg.results_dir / "scratch" / "A.jsonl")
     assert len(done_a) == 2 and len(before) >= 3
     eng = fake_for(cfg, tok)
     res = phases.run(cfg, make_engine=lambda: eng, log=lambda s: None)
@@ -304,7 +304,7 @@ def test_resume_after_sigkill_loses_at_most_items_in_flight(tmp_path, tok):
     assert all(r[3].temperature > 0 for r in eng.requests)
     asked = {tuple(r[0]) for r in eng.requests}
     assert not asked & before
-    rows = phases.read_jsonl(e_file)
+    rows = store.read_jsonl(e_file)
     keys = [tuple(r["key"]) for r in rows]
     assert len(keys) == len(set(keys)) == res["counts"]["E"]["requested"]
     assert res["counts"]["F"]["incomplete"] == 0

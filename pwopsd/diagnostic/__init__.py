@@ -2,7 +2,10 @@
 
 * :mod:`pwopsd.diagnostic.stats`: residualised AUROC / AUPRC and the cluster bootstrap
   (phase G), pure numpy;
-* :mod:`pwopsd.diagnostic.phases`: phases A-G, each resumable on disk;
+* :mod:`pwopsd.diagnostic.phases`: the driver of phases A-G, each resumable on disk;
+* :mod:`pwopsd.diagnostic.teacher`: token filters, teacher statistics, candidates, MC dropout;
+* :mod:`pwopsd.diagnostic.report`: viability labels (F), Table 1 and Figure 1 data (G);
+* :mod:`pwopsd.diagnostic.store`: the phase files (JSONL appended row by row) and the plan;
 * :mod:`pwopsd.diagnostic.figures`: Table 1 and Figure 1 drawn from the results files.
 
 ``python -m pwopsd.diagnostic --profile toy`` runs it; ``--dry-run`` prints the plan.

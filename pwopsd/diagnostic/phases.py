@@ -1,4 +1,4 @@
-"""Phases A-G of the branch-viability diagnostic (PROTOCOL section 5), each resumable on disk.
+"""Phases A-G of the branch-viability diagnostic (PROTOCOL section 5): the driver, resumable.
 
 * A (spines): the student template, greedy; when greedy reaches no boxed answer within the
   budget, up to ``spine_fallback_tries`` sampled retries.
@@ -12,9 +12,10 @@
   predictive entropy, mutual information, Dirichlet precision. Hooks removed in a ``finally``.
 * E (continuations): student prompt + spine[:pos] + forced child, token ids exactly, sampled
   through the engine factory; one JSONL row per finished continuation.
-* F (labels): a child's viability = fraction of its continuations with a correct boxed answer;
-  diversity / real-uncertain / gray.
-* G (statistics): Table 1 and Figure 1 data (:mod:`pwopsd.diagnostic.stats`).
+* F, G (:mod:`pwopsd.diagnostic.report`): viability labels, Table 1, Figure 1 data.
+
+The tensor-level work of B-D lives in :mod:`pwopsd.diagnostic.teacher`, the files in
+:mod:`pwopsd.diagnostic.store`, the statistics in :mod:`pwopsd.diagnostic.stats`.
 
 On disk (``<results_dir>/scratch/``, not committed): ``plan.json`` (the settings the files were
 made with; a rerun with other settings is refused, naming them), then one JSONL file per phase
@@ -27,9 +28,6 @@ reads (``diagnostic.json``, ``table1.json``, ``figure1.json``) go to ``<results_
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -37,10 +35,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import REPO_ROOT, BenchmarkSpec, ConfigError, DiagnosticConfig, Profile
+from pwopsd.config import REPO_ROOT, BenchmarkSpec, DiagnosticConfig, Profile
 from pwopsd.data import Problem, load_benchmark
+from pwopsd.diagnostic.report import LABELS, figure1_data, phase_f, table1
+from pwopsd.diagnostic.store import Appender, check_plan, read_jsonl
+from pwopsd.diagnostic.teacher import (
+    DropoutHooks,
+    boxed_start,
+    eos_ids,
+    hidden_states,
+    mc_scores,
+    select_candidates,
+    teacher_position_stats,
+    valid_token_mask,
+)
 from pwopsd.grading import extract_answer, is_correct
-from pwopsd.provenance import write_json, write_results
+from pwopsd.provenance import write_results
 from pwopsd.sampling import SampleRequest, derive_seed
 
 SHARED_BENCHMARKS = REPO_ROOT.parent / "shared" / "data" / "benchmarks"
@@ -53,19 +63,6 @@ PAPER_POOL_FILES = {
 }
 
 PHASES = ("A", "B", "C", "D", "E", "F", "G")
-
-LABELS = ("diversity", "real_uncertain", "gray")
-
-# Settings each phase's files depend on (a changed one invalidates that phase and later ones).
-_PHASE_KEYS = {
-    "A": ("profile", "backend", "pools", "max_problems", "seed", "spine_max_tokens",
-          "spine_fallback_tries", "spine_fallback_temperature"),
-    "B": ("entropy_top_k", "children_per_candidate"),
-    "C": ("plausibility_floor", "min_children", "min_spacing", "candidates_per_problem"),
-    "D": ("mc_samples", "mc_dropout", "mc_layers"),
-    "E": ("rollouts_per_child", "continuation_temperature", "continuation_top_p",
-          "continuation_max_tokens"),
-}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------
@@ -117,118 +114,9 @@ def continuation_budget(cfg: DiagnosticConfig, profile: Profile) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a phase file; a torn (unparsable) row, as a SIGKILL can leave last, is dropped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-class Appender:
-    """Append JSON rows to a file, each flushed and fsynced before the next is accepted."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Repair a torn last line: start the next row on a fresh line.
-        torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-        self.f = path.open("a")
-        if torn:
-            self.f.write("\n")
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.f.write(json.dumps(row, separators=(",", ":")) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        self.f.close()
-
-    def __enter__(self) -> Appender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def check_plan(scratch: Path, cfg: DiagnosticConfig, model: str) -> None:
-    """Write ``plan.json`` on a fresh run; on a rerun refuse settings the files were not made with.
-
-    Settings that only F and G read (thresholds, orientation, bootstrap) may change freely.
-    """
-    want = {"model": model}
-    for keys in _PHASE_KEYS.values():
-        want.update({k: getattr(cfg, k) for k in keys})
-    path = scratch / "plan.json"
-    if path.exists():
-        have = json.loads(path.read_text())
-        diff = sorted(k for k in want if have.get(k) != want[k])
-        if diff:
-            shown = ", ".join(f"{k}: files {have.get(k)!r} vs now {want[k]!r}" for k in diff)
-            raise ConfigError(
-                f"{scratch} holds a diagnostic run made with other settings ({shown}); pass "
-                "another out_dir or delete that scratch directory to start afresh"
-            )
-        return
-    write_json(path, want)
-
-
 # --------------------------------------------------------------------------------------
 # Tokens
 # --------------------------------------------------------------------------------------
-
-
-def eos_ids(tokenizer: Any, model_config: Any = None) -> set[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    gen_eos = getattr(model_config, "eos_token_id", None) if model_config is not None else None
-    if isinstance(gen_eos, int):
-        ids.add(gen_eos)
-    elif isinstance(gen_eos, list | tuple):
-        ids.update(int(x) for x in gen_eos)
-    return ids
-
-
-def valid_token_mask(tokenizer: Any, vocab_size: int, eos: set[int]) -> list[bool]:
-    """Per vocabulary id: may it be a candidate's spine token or a forced child?
-
-    Invalid ("junk"): EOS, special and added tokens (chat markers, think tags, the toy
-    world's prompt phrases), ids past the tokenizer's vocabulary, tokens that decode to
-    whitespace only or to nothing, and partial UTF-8 bytes (decode to U+FFFD). Our choice.
-    """
-    special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values()) | eos
-    n_tok = len(tokenizer)
-    mask = []
-    for i in range(vocab_size):
-        if i >= n_tok or i in special:
-            mask.append(False)
-            continue
-        text = tokenizer.decode([i])
-        mask.append(bool(text.strip()) and "\ufffd" not in text)
-    return mask
-
-
-def boxed_start(tokenizer: Any, ids: list[int]) -> int | None:
-    """Index of the spine token holding the first character of the final ``\\boxed``.
-
-    None without a box. Binary search over decoded prefix lengths (O(log T) decodes).
-    """
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    at = text.rfind("\\boxed")
-    if at < 0:
-        return None
-    lo, hi = 0, len(ids)  # smallest i with len(decode(ids[:i])) > at
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(tokenizer.decode(ids[:mid], skip_special_tokens=True)) > at:
-            hi = mid
-        else:
-            lo = mid + 1
-    return max(lo - 1, 0)
 
 
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
@@ -351,6 +239,12 @@ class Context:
         if self._model is None:
             import torch
             from transformers import AutoModelForCausalLM
+
+            if torch.cuda.is_available() and self._engine is not None:
+                # vLLM holds most of the GPU: stop it while the teacher passes run (E
+                # starts a fresh one). On CPU memory is plentiful and a restart costs ~30 s.
+                self._engine.close()
+                self._engine = None
 
             dtype = self.profile.engine.dtype
             net = AutoModelForCausalLM.from_pretrained(
@@ -486,47 +380,6 @@ def phase_a(ctx: Context) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def _hidden_states(net: Any, ids: list[int]) -> Any:
-    """Last hidden states [T, H] (after the final norm) of one sequence."""
-    import torch
-
-    base = getattr(net, net.base_model_prefix)
-    x = torch.tensor([ids], device=net.device)
-    return base(input_ids=x).last_hidden_state[0]
-
-
-def teacher_position_stats(
-    logits: Any, spine_tokens: Any, valid: Any, top_k: int, n_children: int
-) -> dict[str, list]:
-    """Per position, from teacher logits [T, V] that predict ``spine_tokens`` [T].
-
-    Returns lists of: full entropy, top-k valid-token truncated entropy (the teacher's
-    probabilities of its k most likely valid tokens, renormalised), top-1 probability,
-    probability of the spine token, and the top ``n_children`` valid ids with their
-    probabilities.
-    """
-    import torch
-
-    logp = torch.log_softmax(logits.float(), dim=-1)  # [T, V]
-    p = logp.exp()
-    full_h = -(p * logp).sum(-1)  # [T]
-    masked = logp.masked_fill(~valid, float("-inf"))
-    top_lp, top_ids = masked.topk(top_k, dim=-1)  # [T, k]
-    top_p = top_lp.exp()
-    q = top_p / top_p.sum(-1, keepdim=True).clamp_min(1e-30)
-    trunc_h = -(q * q.clamp_min(1e-30).log()).sum(-1)
-    spine_p = p.gather(1, spine_tokens[:, None])[:, 0]
-    r = lambda t: [round(float(x), 6) for x in t]  # noqa: E731
-    return {
-        "entropy": r(full_h),
-        "trunc_entropy": r(trunc_h),
-        "top1": r(p.max(-1).values),
-        "spine_prob": r(spine_p),
-        "child_ids": top_ids[:, :n_children].tolist(),
-        "child_probs": [r(row) for row in top_p[:, :n_children]],
-    }
-
-
 def phase_b(ctx: Context) -> dict[str, Any]:
     """The final-answer teacher along each spine (one HF forward pass, chunked lm_head)."""
     import torch
@@ -546,7 +399,7 @@ def phase_b(ctx: Context) -> dict[str, Any]:
                 spine = s["spine"]
                 row: dict[str, Any] = {"pid": s["pid"], "teacher_prompt_len": len(t_ids)}
                 if spine:
-                    hidden = _hidden_states(net, t_ids + spine)
+                    hidden = hidden_states(net, t_ids + spine)
                     # hidden at index j predicts token j + 1: spine[i] sits at len(t_ids) + i.
                     h = hidden[len(t_ids) - 1 : len(t_ids) - 1 + len(spine)]
                     lm_head = net.get_output_embeddings()
@@ -570,73 +423,6 @@ def phase_b(ctx: Context) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # Phase C: candidates
 # --------------------------------------------------------------------------------------
-
-
-def select_candidates(
-    spine: list[int],
-    stats: dict[str, Any],
-    valid: list[bool],
-    cfg: DiagnosticConfig,
-    eos: set[int],
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Candidate positions of one spine and why the others were dropped (counts).
-
-    A position is eligible when the spine token there is valid (not junk, EOS or special),
-    it lies before the final ``\\boxed`` (the whole spine when there is none), and at least
-    ``min_children`` of the teacher's top valid children reach ``plausibility_floor``. The
-    eligible positions are taken by falling truncated entropy, skipping any closer than
-    ``min_spacing`` to one already taken, up to ``candidates_per_problem``.
-    """
-    drops = {
-        "junk_or_special_token": 0,
-        "after_boxed": 0,
-        "implausible_children": 0,
-        "spacing": 0,
-        "eos_or_junk_children": 0,
-    }
-    n_body = len(spine) - (1 if spine and spine[-1] in eos else 0)
-    limit = stats.get("boxed_start")
-    limit = n_body if limit is None else min(limit, n_body)
-    eligible = []
-    for i in range(len(spine)):
-        if i >= limit:
-            drops["after_boxed"] += 1
-            continue
-        if not valid[spine[i]]:
-            drops["junk_or_special_token"] += 1
-            continue
-        pairs = list(zip(stats["child_ids"][i], stats["child_probs"][i], strict=True))
-        kids = [(c, p) for c, p in pairs if valid[c] and c not in eos]
-        # B keeps only valid children; a child that would end the sequence is dropped here too
-        drops["eos_or_junk_children"] += len(pairs) - len(kids)
-        kids = [(c, p) for c, p in kids if p >= cfg.plausibility_floor]
-        if len(kids) < cfg.min_children:
-            drops["implausible_children"] += 1
-            continue
-        eligible.append((stats["trunc_entropy"][i], i, kids))
-    eligible.sort(key=lambda e: (-e[0], e[1]))
-    chosen: list[dict[str, Any]] = []
-    for h, i, kids in eligible:
-        if len(chosen) >= cfg.candidates_per_problem:
-            break
-        if any(abs(i - c["pos"]) < cfg.min_spacing for c in chosen):
-            drops["spacing"] += 1
-            continue
-        chosen.append(
-            {
-                "pos": i,
-                "u": (i + 0.5) / n_body,
-                "spine_token": spine[i],
-                "children": [c for c, _ in kids],
-                "child_probs": [p for _, p in kids],
-                "trunc_entropy": h,
-                "entropy": stats["entropy"][i],
-                "top1": stats["top1"][i],
-                "spine_prob": stats["spine_prob"][i],
-            }
-        )
-    chosen.sort(key=lambda c: c["pos"])
-    return chosen, drops
 
 
 def phase_c(ctx: Context) -> dict[str, Any]:
@@ -680,91 +466,6 @@ def phase_c(ctx: Context) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-class DropoutHooks:
-    """Context manager: dropout on the outputs of the last ``n_layers`` decoder layers.
-
-    Forward hooks, so the weights are untouched; every hook is removed in a ``finally``,
-    even when a pass raises. ``generator`` makes the masks reproducible.
-    """
-
-    def __init__(self, net: Any, n_layers: int, p: float, seed: int) -> None:
-        import torch
-
-        self.layers = list(decoder_layers(net))[-n_layers:]
-        self.p = p
-        self.gen = torch.Generator(device=net.device).manual_seed(seed)
-        self.handles: list[Any] = []
-
-    def _hook(self, module: Any, args: Any, output: Any) -> Any:
-        import torch
-
-        h = output[0] if isinstance(output, tuple) else output
-        if self.p > 0:
-            keep = torch.rand(h.shape, generator=self.gen, device=h.device) >= self.p
-            h = h * keep.to(h.dtype) / (1 - self.p)
-        return (h, *output[1:]) if isinstance(output, tuple) else h
-
-    def __enter__(self) -> DropoutHooks:
-        try:
-            for layer in self.layers:
-                self.handles.append(layer.register_forward_hook(self._hook))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-
-def decoder_layers(net: Any) -> Any:
-    """The decoder layer list of a causal LM (``model.layers`` for Qwen3 / Llama / Olmo)."""
-    base = getattr(net, net.base_model_prefix)
-    layers = getattr(base, "layers", None)
-    if layers is None:
-        raise ValueError(
-            f"{type(net).__name__}: no decoder layer list at .{net.base_model_prefix}.layers"
-        )
-    return layers
-
-
-def mc_scores(probs: Any, top_k: int, valid: Any) -> dict[str, list[float]]:
-    """MC-dropout scores from ``probs`` [S passes, N positions, V].
-
-    * predictive entropy H[mean_s p_s];
-    * mutual information H[mean p] - mean_s H[p_s] (the epistemic part);
-    * Dirichlet precision alpha_0 by the method of moments, per component j of the top-k
-      valid tokens of the mean: m_j (1 - m_j) / v_j - 1, combined by a geometric mean over
-      the components with v_j > 0 (our choice of estimator). Large = confident.
-    """
-    import torch
-
-    eps = 1e-12
-    mean = probs.mean(0)  # [N, V]
-    pred_h = -(mean * (mean + eps).log()).sum(-1)
-    exp_h = -(probs * (probs + eps).log()).sum(-1).mean(0)
-    mi = (pred_h - exp_h).clamp_min(0)
-    top_ids = mean.masked_fill(~valid, -1).topk(top_k, dim=-1).indices  # [N, k]
-    comp = probs.gather(2, top_ids.unsqueeze(0).expand(probs.shape[0], -1, -1))  # [S, N, k]
-    m = comp.mean(0)
-    v = comp.var(0, unbiased=True) if probs.shape[0] > 1 else torch.zeros_like(m)
-    ok = v > 1e-12
-    a0 = torch.where(ok, m * (1 - m) / v.clamp_min(1e-12) - 1, torch.ones_like(m)).clamp_min(1e-6)
-    log_a0 = torch.where(ok, a0.log(), torch.zeros_like(a0)).sum(-1) / ok.sum(-1).clamp_min(1)
-    prec = torch.where(ok.any(-1), log_a0.exp(), torch.full_like(log_a0, 1e6))
-    r = lambda t: [round(float(x), 6) for x in t]  # noqa: E731
-    return {
-        "mc_pred_entropy": r(pred_h),
-        "mc_mutual_info": r(mi),
-        "mc_dirichlet_precision": r(prec),
-    }
-
-
 def phase_d(ctx: Context) -> dict[str, Any]:
     """MC-dropout scores of the teacher at each candidate position."""
     import torch
@@ -793,7 +494,7 @@ def phase_d(ctx: Context) -> dict[str, Any]:
                     net, cfg.mc_layers, cfg.mc_dropout, derive_seed(cfg.seed, "D", c["pid"])
                 ):
                     for _ in range(cfg.mc_samples):
-                        h = _hidden_states(net, ids)[at.to(net.device)]
+                        h = hidden_states(net, ids)[at.to(net.device)]
                         passes.append(torch.softmax(lm_head(h).float(), dim=-1))
                 scores = mc_scores(torch.stack(passes), cfg.entropy_top_k, valid)
                 out.write(
@@ -898,179 +599,9 @@ def phase_e(ctx: Context) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def label_candidate(viabilities: list[float], cfg: DiagnosticConfig) -> str:
-    """diversity / real_uncertain / gray from the children's viabilities (PROTOCOL section 5)."""
-    if sum(v >= cfg.viable_threshold for v in viabilities) >= cfg.min_viable_children:
-        return "diversity"
-    mean = sum(viabilities) / len(viabilities)
-    if (
-        all(v < cfg.real_max_child_viability for v in viabilities)
-        and mean < cfg.real_max_mean_viability
-    ):
-        return "real_uncertain"
-    return "gray"
-
-
-def phase_f(ctx: Context) -> list[dict[str, Any]]:
-    """One record per candidate: its scores, children's viabilities and label."""
-    cfg = ctx.cfg
-    spines = {s["pid"]: s for s in read_jsonl(ctx.file("A"))}
-    mc = {d["pid"]: d for d in read_jsonl(ctx.file("D"))}
-    by_child: dict[tuple, list] = {}
-    for r in read_jsonl(ctx.file("E")):
-        pid, pos, child, _ = r["key"]
-        by_child.setdefault((pid, pos, child), []).append(r["answer"])
-    cache: dict[tuple, bool] = {}
-
-    def correct(answer: str | None, gold: str) -> bool:
-        if answer is None:
-            return False
-        if (answer, gold) not in cache:
-            cache[(answer, gold)] = is_correct(answer, gold)
-        return cache[(answer, gold)]
-
-    records = []
-    for c in read_jsonl(ctx.file("C")):
-        s = spines[c["pid"]]
-        d = mc.get(c["pid"], {}).get("scores", {})
-        for j, cand in enumerate(c["candidates"]):
-            answers = [by_child.get((c["pid"], cand["pos"], ch), []) for ch in cand["children"]]
-            complete = all(len(a) == cfg.rollouts_per_child for a in answers)
-            via = [
-                sum(correct(a, s["gold"]) for a in ans) / len(ans) if ans else 0.0
-                for ans in answers
-            ]
-            rec = {
-                "pid": c["pid"],
-                "pool": s["pool"],
-                "spine_correct": s["correct"],
-                **{
-                    k: cand[k]
-                    for k in ("pos", "u", "trunc_entropy", "entropy", "top1", "spine_prob")
-                },
-                "children": cand["children"],
-                "child_is_spine_token": [ch == cand["spine_token"] for ch in cand["children"]],
-                "viability": via,
-                "label": label_candidate(via, cfg) if complete else "incomplete",
-            }
-            for k, vals in d.items():
-                rec[k] = vals[j]
-            records.append(rec)
-    return records
-
-
 # --------------------------------------------------------------------------------------
 # Phase G: Table 1 and Figure 1
 # --------------------------------------------------------------------------------------
-
-
-def score_definitions(orientation: str) -> list[tuple[str, str, Callable[[dict], float]]]:
-    """Table 1's scores: (name, orientation stated in words, value from a candidate record).
-
-    Every local score is oriented so that *higher = more uncertain*, fixed before looking at
-    any label; the position score as ``position_orientation`` says.
-    """
-    if orientation == "late":
-        pos = ("position u = (i - 0.5) / L", "higher = later in the spine", lambda r: r["u"])
-    else:
-        pos = ("early-position score 1 - u", "higher = earlier in the spine", lambda r: 1 - r["u"])
-    return [
-        pos,
-        ("teacher top-k truncated entropy", "higher = more uncertain", lambda r: r["trunc_entropy"]),
-        ("teacher full entropy", "higher = more uncertain", lambda r: r["entropy"]),
-        ("teacher 1 - top-1 probability", "higher = more uncertain", lambda r: 1 - r["top1"]),
-        ("teacher surprisal of the spine token", "higher = more uncertain", lambda r: -math.log(max(r["spine_prob"], 1e-12))),
-        ("MC-dropout predictive entropy", "higher = more uncertain", lambda r: r["mc_pred_entropy"]),
-        ("MC-dropout mutual information", "higher = more uncertain", lambda r: r["mc_mutual_info"]),
-        ("MC-dropout Dirichlet precision, negated", "higher = more uncertain (lower precision)", lambda r: -math.log(r["mc_dirichlet_precision"])),
-    ]  # fmt: skip
-
-
-def table1(records: list[dict[str, Any]], cfg: DiagnosticConfig) -> list[dict[str, Any]]:
-    """One row per score over the labelled (diversity / real-uncertain) candidates."""
-    import numpy as np
-
-    from pwopsd.diagnostic.stats import (
-        cluster_bootstrap_ci,
-        residual_auprc,
-        residual_auroc,
-        single_label_groups,
-    )
-
-    lab = [r for r in records if r["label"] in ("diversity", "real_uncertain")]
-    y = np.array([r["label"] == "real_uncertain" for r in lab], dtype=int)
-    g = np.array([r["pid"] for r in lab])
-    rows = []
-    for name, orient, fn in score_definitions(cfg.position_orientation):
-        usable = [i for i, r in enumerate(lab) if _has(r, fn)]
-        s = np.array([fn(lab[i]) for i in usable], dtype=float)
-        yy, gg = y[usable], g[usable]
-        row: dict[str, Any] = {
-            "score": name,
-            "orientation": orient,
-            "auroc": None,
-            "ci_low": None,
-            "ci_high": None,
-            "auprc": None,
-            "auprc_chance": None,
-            "n_real_uncertain": int(yy.sum()),
-            "n_diversity": int(len(yy) - yy.sum()),
-            "n_problems": len(set(gg.tolist())),
-            "n_single_label_problems": single_label_groups(yy, gg) if len(yy) else 0,
-        }
-        if len(yy) and 0 < yy.sum() < len(yy):
-            ci = cluster_bootstrap_ci(
-                s, yy, gg, n_boot=cfg.bootstrap, seed=cfg.seed, level=cfg.ci_level
-            )
-            row.update(
-                auroc=residual_auroc(s, yy, gg),
-                ci_low=_finite(ci.lo),
-                ci_high=_finite(ci.hi),
-                auprc=residual_auprc(s, yy, gg),
-                auprc_chance=float(yy.mean()),
-                bootstrap_used=ci.n_used,
-                bootstrap_skipped=ci.n_skipped,
-            )
-        rows.append(row)
-    return rows
-
-
-def _has(record: dict[str, Any], fn: Callable[[dict], float]) -> bool:
-    try:
-        return math.isfinite(fn(record))
-    except (KeyError, TypeError, ValueError):
-        return False
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
-def figure1_data(records: list[dict[str, Any]], n_bins: int = 5) -> dict[str, Any]:
-    """Failure rate (1 - mean child viability) by normalised position, per label, and the
-    candidates' positions (Figure 1)."""
-    edges = [i / n_bins for i in range(n_bins + 1)]
-    series: dict[str, Any] = {}
-    for label in ("diversity", "real_uncertain", "gray", "all"):
-        rs = [
-            r
-            for r in records
-            if r["label"] != "incomplete" and (label == "all" or r["label"] == label)
-        ]
-        bins = []
-        for a, b in zip(edges[:-1], edges[1:], strict=True):
-            inside = [r for r in rs if a <= r["u"] < b or (b == 1.0 and r["u"] == 1.0)]
-            fail = [1 - sum(r["viability"]) / len(r["viability"]) for r in inside]
-            bins.append(
-                {
-                    "lo": a,
-                    "hi": b,
-                    "n": len(inside),
-                    "failure_rate": sum(fail) / len(fail) if fail else None,
-                }
-            )
-        series[label] = {"bins": bins, "u": [round(r["u"], 4) for r in rs]}
-    return {"edges": edges, "series": series}
 
 
 # --------------------------------------------------------------------------------------
