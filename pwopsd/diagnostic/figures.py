@@ -39,6 +39,7 @@ def table1_frame(table: dict[str, Any], published: dict[str, Any] | None = None)
                 "orientation": r.get("orientation", ""),
                 "AUROC": _fmt(r["auroc"]),
                 "95% CI": ci,
+                "AUROC, not residualised": _fmt(r.get("auroc_unresidualised")),
                 "AUPRC": _fmt(r["auprc"]),
                 "AUPRC chance": _fmt(r.get("auprc_chance")),
                 "real-uncertain": r["n_real_uncertain"],
