@@ -308,3 +308,21 @@ def test_resume_after_sigkill_loses_at_most_items_in_flight(tmp_path, tok):
     keys = [tuple(r["key"]) for r in rows]
     assert len(keys) == len(set(keys)) == res["counts"]["E"]["requested"]
     assert res["counts"]["F"]["incomplete"] == 0
+
+
+def test_retrained_checkpoint_is_not_resumed(tmp_path):
+    from pwopsd.diagnostic.store import check_plan, model_fingerprint
+
+    model = tmp_path / "toy-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"old weights")
+    cfg = tiny(tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    check_plan(scratch, cfg, str(model))
+    check_plan(scratch, cfg, str(model))  # same weights: resumes
+    (model / "model.safetensors").write_bytes(b"new weights")
+    with pytest.raises(ConfigError, match="model_fingerprint"):
+        check_plan(scratch, cfg, str(model))
+    assert model_fingerprint("Qwen/Qwen3-4B") == "hub:Qwen/Qwen3-4B"

@@ -66,12 +66,33 @@ class Appender:
         self.close()
 
 
+def model_fingerprint(model: str, hash_below: int = 64 * 2**20) -> str:
+    """SHA-256 over a local model directory's files (name, size, and the content of files under
+    ``hash_below`` bytes, the modification time of larger ones); a hub name is its own print."""
+    import hashlib
+
+    root = Path(model).expanduser()
+    if not root.is_dir():
+        return f"hub:{model}"
+    digest = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = f.stat()
+        digest.update(f"{f.relative_to(root)}\0{stat.st_size}\0".encode())
+        if stat.st_size < hash_below:
+            digest.update(f.read_bytes())
+        else:
+            digest.update(str(stat.st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
 def check_plan(scratch: Path, cfg: DiagnosticConfig, model: str) -> None:
     """Write ``plan.json`` on a fresh run; on a rerun refuse settings the files were not made with.
 
     Settings that only F and G read (thresholds, orientation, bootstrap) may change freely.
+    The model's fingerprint is part of the plan: a checkpoint retrained in place (same path,
+    new weights) does not resume from the old one's spines.
     """
-    want = {"model": model}
+    want = {"model": model, "model_fingerprint": model_fingerprint(model)}
     for keys in _PHASE_KEYS.values():
         want.update({k: getattr(cfg, k) for k in keys})
     path = scratch / "plan.json"
