@@ -4,7 +4,7 @@
     python scripts/check_triton.py                 # on a CUDA machine: checks + timing -> results/bench/triton_check.json
     python scripts/check_triton.py --interpret     # no GPU: Triton's CPU interpreter, small checks only
 
-Checks (each vs :func:`pwopsd.losses.reference_per_token_clipped_fkl` in fp64 on the same
+Checks (each vs :func:`pwopsd.kernels.reference_per_token_clipped_fkl` in fp64 on the same
 inputs): per-token values and gradients, the weighted (fused coefficients) form, fp32 / bf16 /
 fp16 logits, temperature 1 and 1.1, tau_clip 0.05 and None, -inf (masked vocab) entries, rows
 with coefficient 0 holding garbage, a vocab that is not a multiple of the tile, and an
@@ -64,7 +64,7 @@ def oracle64(
     s: torch.Tensor, t: torch.Tensor, temperature: float, tau: float | None, keep: torch.Tensor
 ):
     """fp64 reference per-token loss and the gradient of ``sum(upstream * loss)`` rows in ``keep``."""
-    from pwopsd.losses import reference_per_token_clipped_fkl
+    from pwopsd.kernels.reference import reference_per_token_clipped_fkl
 
     s64 = s.double().clone()
     s64[~keep] = 0.0  # garbage rows are excluded from the comparison
@@ -174,8 +174,8 @@ def cuda_time(fn, repeats: int = 5) -> float:
 
 def time_impls(n_tokens: int, vocab: int, dtype: torch.dtype) -> dict[str, Any]:
     """Oracle vs Triton (loss + backward) vs the read-both-write-one floor, on CUDA."""
+    from pwopsd.kernels.reference import reference_per_token_clipped_fkl
     from pwopsd.kernels.triton_fkl import weighted_triton_clipped_fkl
-    from pwopsd.losses import reference_per_token_clipped_fkl
 
     g = torch.Generator(device="cuda").manual_seed(0)
     s = (torch.randn(n_tokens, vocab, device="cuda", generator=g) * 2).to(dtype)

@@ -263,20 +263,6 @@ def test_compiled_chunk_body_matches_eager():
     assert rel(grads[1][1], grads[0][1]) <= 1e-5
 
 
-def test_auto_falls_back_to_chunked_when_triton_fails(monkeypatch):
-    monkeypatch.setattr(L, "_TRITON_FAILED", [])
-
-    def broken():
-        raise RuntimeError("kernel failed to compile")
-
-    with pytest.warns(UserWarning, match="using the chunked kernel"):
-        assert L._triton_or_chunked(True, broken, lambda: "chunked") == "chunked"
-    assert L._TRITON_FAILED  # "auto" no longer picks Triton in this process
-    assert L._auto_impl(torch.zeros(1)) == "chunked"
-    with pytest.raises(RuntimeError, match="failed to compile"):
-        L._triton_or_chunked(False, broken, lambda: "chunked")  # explicit impl="triton" raises
-
-
 @pytest.mark.parametrize("tau", [0.05, None, -0.02])
 def test_inplace_eager_body_equals_functional_body(tau):
     from pwopsd.kernels.chunked import fkl_chunk, fkl_chunk_inplace
@@ -294,3 +280,108 @@ def test_inplace_eager_body_equals_functional_body(tau):
     assert torch.isfinite(grad_b).all() and grad_b[4].eq(0).all()
     if tau is not None:
         assert torch.allclose(grad_a, grad_b, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# Dispatch: unsupported inputs go to chunked; only genuine kernel failures switch Triton off
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_triton(monkeypatch):
+    """Pretend Triton runs on this device; the kernel entry points are stubs that record calls.
+
+    The stubs compute with the chunked kernel (so results are real) unless ``fail`` holds an
+    exception to raise. Everything else is the real dispatch code.
+    """
+    from pwopsd.kernels import dispatch, triton_fkl
+
+    state = {"calls": [], "fail": None}
+
+    def stub(real):
+        def run(student, teacher, *args, **kwargs):
+            state["calls"].append((real.__name__, student.dtype))
+            if state["fail"] is not None:
+                raise state["fail"]
+            return real(student, teacher, *args, compile=False, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(dispatch, "TRITON_FAILURES", [])
+    monkeypatch.setattr(dispatch, "triton_available", lambda device=None: True)
+    # the CPU tensors of this test count as Triton-capable; the dtype check stays real
+    real_reason = triton_fkl.unsupported_reason
+    monkeypatch.setattr(
+        triton_fkl,
+        "unsupported_reason",
+        lambda s, t: None if s.dtype in triton_fkl.SUPPORTED_DTYPES else real_reason(s, t),
+    )
+    monkeypatch.setattr(
+        triton_fkl, "weighted_triton_clipped_fkl", stub(weighted_chunked_clipped_fkl)
+    )
+    monkeypatch.setattr(triton_fkl, "triton_clipped_fkl", stub(chunked_clipped_fkl))
+    state["dispatch"] = dispatch
+    return state
+
+
+def test_dispatch_sends_fp64_to_chunked_without_switching_triton_off(fake_triton):
+    dispatch = fake_triton["dispatch"]
+    s32, t32 = logits(2, 3, 17, torch.float32)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    out = L.method_loss("pw_opsd", s32, t32, mask)  # impl="auto"
+    assert fake_triton["calls"] == [("weighted_chunked_clipped_fkl", torch.float32)]
+    ref = L.method_loss("pw_opsd", s32, t32, mask, impl="reference").loss
+    assert out.loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    # an fp64 call goes to chunked: the stub is not called and nothing is recorded
+    s64, t64 = logits(2, 3, 17, torch.float64)
+    L.method_loss("opsd", s64, t64, mask)
+    L.per_token_clipped_fkl(s64, t64)
+    assert len(fake_triton["calls"]) == 1 and dispatch.TRITON_FAILURES == []
+    assert dispatch.choose_impl("auto", s64, t64) == "chunked"
+    # ... and the next supported call still goes to Triton
+    L.per_token_clipped_fkl(s32, t32)
+    assert fake_triton["calls"][-1] == ("chunked_clipped_fkl", torch.float32)
+    assert dispatch.choose_impl("auto", s32, t32) == "triton"
+    # explicit impl="triton" on fp64 is refused with a clear error, still nothing recorded
+    with pytest.raises(ValueError, match="impl='triton' cannot take these inputs.*float64"):
+        L.method_loss("opsd", s64, t64, mask, impl="triton")
+    assert dispatch.TRITON_FAILURES == []
+
+
+def test_dispatch_records_only_genuine_kernel_failures(fake_triton):
+    dispatch = fake_triton["dispatch"]
+    s, t = logits(2, 3, 17, torch.float32)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    expect = L.method_loss("opsd", s, t, mask, impl="chunked").loss
+    # CUDA out of memory is not a kernel failure: it propagates, Triton stays on
+    fake_triton["fail"] = torch.cuda.OutOfMemoryError("out of memory")
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        L.method_loss("opsd", s, t, mask)
+    assert dispatch.TRITON_FAILURES == []
+    # explicit impl="triton": a kernel failure raises and is not papered over
+    fake_triton["fail"] = RuntimeError("kernel failed to compile")
+    with pytest.raises(RuntimeError, match="failed to compile"):
+        L.method_loss("opsd", s, t, mask, impl="triton")
+    # impl="auto": one warning, the chunked result, Triton off for the rest of the process
+    with pytest.warns(UserWarning, match="using the chunked kernel"):
+        out = L.method_loss("opsd", s, t, mask)
+    assert out.loss.item() == pytest.approx(expect.item(), rel=1e-6)
+    assert len(dispatch.TRITON_FAILURES) == 1 and "failed to compile" in dispatch.TRITON_FAILURES[0]
+    n_calls = len(fake_triton["calls"])
+    L.method_loss("opsd", s, t, mask)
+    assert len(fake_triton["calls"]) == n_calls  # not tried again
+    assert dispatch.choose_impl("auto", s, t) == "chunked"
+
+
+def test_choose_impl_without_triton_and_bad_names():
+    from pwopsd.kernels import dispatch
+
+    s, t = logits(1, 2, 5, torch.float32)
+    if not torch.cuda.is_available():
+        assert dispatch.choose_impl("auto", s, t) == "chunked"
+    assert not dispatch.triton_available("cpu")
+    assert dispatch.choose_impl("reference", s, t) == "reference"
+    with pytest.raises(ValueError, match="impl must be one of"):
+        dispatch.choose_impl("fast", s, t)
+    reason = dispatch.triton_unsupported_reason(s.double(), t.double())
+    assert reason is not None and "float64" in reason

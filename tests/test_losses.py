@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pwopsd import config
 from pwopsd import losses as L
+from pwopsd.config import ConfigError
 
 
 def sigmoid(x: float) -> float:
@@ -132,13 +134,23 @@ def test_position_weights_shape_of_curve():
     [
         ({"w_min": -0.1}, "w_min"),
         ({"w_min": 1.5}, "w_min"),
-        ({"s": 0.0}, "s "),
-        ({"s": -1.0}, "s "),
+        ({"s": 0.0}, "transition width"),
+        ({"s": -1.0}, "transition width"),
+        ({"c": -0.2}, "transition centre"),
+        ({"c": 1.3}, "transition centre"),
+        ({"c": math.nan}, "c=nan"),
     ],
 )
 def test_position_weight_errors(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         L.position_weights(torch.ones(1, 3, dtype=torch.bool), **kwargs)
+    # the explicit-tuple schedule and the notebooks' configs share the same check
+    sched = dict(zip(("w_min", "c", "s"), L.SCHEDULES["moderate"], strict=True)) | kwargs
+    with pytest.raises(ConfigError, match=match):
+        L.resolve_schedule((sched["w_min"], sched["c"], sched["s"]))
+    with pytest.raises(ConfigError, match=match):
+        config.check_schedule(**sched)
+    assert L.check_schedule is config.check_schedule
 
 
 def test_position_weight_bad_mask():
@@ -241,7 +253,7 @@ def test_factorial_cells_and_named_methods():
     assert L.method_loss("opsd", s, t, mask).loss.item() == pytest.approx(
         expect["uniform_global"].item()
     )
-    assert L.method_loss("pwopsd", s, t, mask).loss.item() == pytest.approx(
+    assert L.method_loss("pw_opsd", s, t, mask).loss.item() == pytest.approx(
         expect["position_per_sequence"].item()
     )
     # cells differ from each other on this batch (the factorial is not degenerate)
@@ -250,11 +262,11 @@ def test_factorial_cells_and_named_methods():
 
 def test_pwopsd_schedule_changes_loss_and_gradients_agree():
     s, t, mask, _ = batch()
-    a = L.pwopsd_loss(s, t, mask, schedule="moderate", impl="chunked")
-    b = L.pwopsd_loss(s, t, mask, schedule="aggressive", impl="chunked")
+    a = L.pw_opsd_loss(s, t, mask, schedule="moderate", impl="chunked")
+    b = L.pw_opsd_loss(s, t, mask, schedule="aggressive", impl="chunked")
     assert a.loss.item() != pytest.approx(b.loss.item())
     (g_fast,) = torch.autograd.grad(a.loss, s)
-    (g_ref,) = torch.autograd.grad(L.pwopsd_loss(s, t, mask, impl="reference").loss, s)
+    (g_ref,) = torch.autograd.grad(L.pw_opsd_loss(s, t, mask, impl="reference").loss, s)
     assert torch.allclose(g_fast, g_ref, atol=1e-12)
     assert g_fast[2].eq(0).all()  # the all-masked row gets exactly zero gradient
 
@@ -358,7 +370,7 @@ def test_every_method_runs_in_bf16_and_fp32(method):
         assert g.dtype == dtype
 
 
-@pytest.mark.parametrize("method", ["opsd", "pwopsd", "position_global"])
+@pytest.mark.parametrize("method", ["opsd", "pw_opsd", "position_global"])
 def test_fused_method_loss_matches_logits_path(method):
     g = torch.Generator().manual_seed(7)
     h_s = torch.randn(3, 6, 8, generator=g, dtype=torch.float64, requires_grad=True)
@@ -373,3 +385,12 @@ def test_fused_method_loss_matches_logits_path(method):
     assert torch.allclose(g_fused, g_plain, atol=1e-12)
     with pytest.raises(ValueError, match="use method_loss"):
         L.fused_method_loss("eopd", h_s, h_t, w, mask)
+
+
+def test_method_names_come_from_config():
+    assert L.METHODS == (*config.TRAINED_METHODS, *config.FACTORIAL_CELLS)
+    assert "pw_opsd" in L.METHODS and "pwopsd" not in L.METHODS
+    assert L.SCHEDULES is config.SCHEDULES and L.SCHEDULE_NOTES is config.SCHEDULE_NOTES
+    assert L.FACTORIAL_CELLS is config.FACTORIAL_CELLS
+    assert set(L.CLIPPED_FKL_METHODS) == set(L.METHODS) - {"eopd", "reopold"}
+    assert not hasattr(L, "PUBLISHED_SCHEDULES") and not hasattr(L, "pwopsd_loss")

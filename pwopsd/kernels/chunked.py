@@ -20,7 +20,7 @@ Two entry points:
 * :func:`chunked_clipped_fkl` -> per-token loss [...] (differentiable; backward scales the
   stored gradient in place by the incoming per-token gradient).
 * :func:`weighted_chunked_clipped_fkl` -> ``sum(coefficients * loss)`` with the coefficients
-  (e.g. :func:`pwopsd.losses.token_coefficients`) fused into the gradient: no extra pass.
+  (e.g. :func:`pwopsd.losses.opsd.token_coefficients`) fused into the gradient: no extra pass.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ import os
 import warnings
 
 import torch
+
+from pwopsd.kernels.validate import (
+    check_chunk_size,
+    check_coefficients,
+    check_logits_pair,
+    check_temperature_clip,
+)
 
 Tensor = torch.Tensor
 
@@ -133,11 +140,11 @@ def fkl_chunk_loss(
     t = teacher.to(dtype) * inv_temp
     log_p_s = s - torch.logsumexp(s, dim=-1, keepdim=True)
     log_p_t = t - torch.logsumexp(t, dim=-1, keepdim=True)
-    p_t = log_p_t.exp()
-    f = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)
+    p_t = log_p_t.exp()  # [c, V]
+    f = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)  # [c, V]
     if tau_clip is not None:
         f = f.clamp(max=tau_clip)
-    return f.sum(-1)
+    return f.sum(-1)  # [c]
 
 
 # --------------------------------------------------------------------------------------
@@ -194,11 +201,6 @@ def call_body(fn_name: str, use_compile: bool, *args):
 
 EAGER_BODIES = {"fkl_chunk_into": fkl_chunk_into_eager, "fkl_chunk_loss": fkl_chunk_loss}
 """Eager stand-ins for the compiled bodies (same results)."""
-
-
-def _check_chunk_size(chunk_size: int) -> None:
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
 
 def chunk_loop(
@@ -311,12 +313,11 @@ class WeightedFKL(torch.autograd.Function):
 
 def prepare_logits(
     student: Tensor, teacher: Tensor, temperature: float, tau_clip: float | None, chunk_size: int
-):
-    from pwopsd.losses import check_logits_pair, check_temperature_clip
-
+) -> tuple[Tensor, Tensor]:
+    """Check the inputs, [..., V] x 2 -> [N, V] x 2."""
     check_logits_pair(student, teacher, ndim=None)
     check_temperature_clip(temperature, tau_clip)
-    _check_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     if teacher.requires_grad:
         raise ValueError(
             "teacher_logits requires grad: the teacher is a constant here; compute it under "
@@ -337,7 +338,7 @@ def chunked_clipped_fkl(
 ) -> Tensor:
     """Per-token clipped FKL, [..., V] x 2 -> [...], never more than a chunk of [tokens, V] temporaries.
 
-    Same value and gradient as :func:`pwopsd.losses.reference_per_token_clipped_fkl`. Holds one
+    Same value and gradient as :func:`pwopsd.kernels.reference.reference_per_token_clipped_fkl`. Holds one
     [N, V] gradient (student dtype) from forward to backward; backward returns it scaled by the
     per-token upstream gradient (a second [N, V] tensor). Prefer
     :func:`weighted_chunked_clipped_fkl` when the reduction is known (training).
@@ -371,23 +372,13 @@ def weighted_chunked_clipped_fkl(
     are all 0 (runs of padding are skipped, not computed); use it under the mask only.
 
     The coefficients (e.g. position weight x mask / length, see
-    :func:`pwopsd.losses.token_coefficients`) are constants fused into the gradient; rows with
+    :func:`pwopsd.losses.opsd.token_coefficients`) are constants fused into the gradient; rows with
     coefficient 0 contribute nothing, not even NaN. The gradient formed in the forward pass is
     handed to autograd without a copy, so a second backward through the same graph
     (``retain_graph=True``) is refused with a clear error.
     """
     s, t = prepare_logits(student_logits, teacher_logits, temperature, tau_clip, chunk_size)
-    if not isinstance(coefficients, torch.Tensor) or tuple(coefficients.shape) != tuple(
-        student_logits.shape[:-1]
-    ):
-        shape = (
-            tuple(coefficients.shape)
-            if isinstance(coefficients, torch.Tensor)
-            else type(coefficients).__name__
-        )
-        raise ValueError(
-            f"coefficients must have shape {tuple(student_logits.shape[:-1])}, got {shape}"
-        )
+    check_coefficients(coefficients, student_logits.shape[:-1])
     use_compile = want_compile(compile, s.dtype, s.shape[0], s.shape[1], chunk_size)
     coeff = coefficients.detach().reshape(-1)
     loop = functools.partial(

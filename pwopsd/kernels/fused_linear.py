@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from pwopsd.kernels.chunked import _check_chunk_size, call_body, want_compile
+from pwopsd.kernels.chunked import call_body, want_compile
+from pwopsd.kernels.validate import check_chunk_size, check_coefficients, check_temperature_clip
 
 Tensor = torch.Tensor
 
@@ -113,10 +114,8 @@ def fused_linear_clipped_fkl(
     only when it requires grad (frozen lm_head under LoRA: leave it off, it costs a [V, H]
     fp32 buffer). ``teacher_hidden`` and ``teacher_weight`` are constants.
     """
-    from pwopsd.losses import check_temperature_clip
-
     check_temperature_clip(temperature, tau_clip)
-    _check_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     for name, x in (
         ("student_hidden", student_hidden),
         ("teacher_hidden", teacher_hidden),
@@ -131,7 +130,8 @@ def fused_linear_clipped_fkl(
         )
     if weight.ndim != 2 or weight.shape[1] != student_hidden.shape[-1]:
         raise ValueError(
-            f"weight must be [V, H] with H = {student_hidden.shape[-1]} (hidden width), got {tuple(weight.shape)}"
+            f"weight must be [V, H] with H = {student_hidden.shape[-1]} (hidden width), "
+            f"got {tuple(weight.shape)}"
         )
     if teacher_weight is not None and teacher_weight.shape != weight.shape:
         raise ValueError(
@@ -144,10 +144,7 @@ def fused_linear_clipped_fkl(
         raise ValueError(
             "teacher_hidden / teacher_weight require grad: the teacher is a constant (detach it)"
         )
-    if tuple(coefficients.shape) != tuple(student_hidden.shape[:-1]):
-        raise ValueError(
-            f"coefficients must have shape {tuple(student_hidden.shape[:-1])}, got {tuple(coefficients.shape)}"
-        )
+    check_coefficients(coefficients, student_hidden.shape[:-1])
     h = student_hidden.shape[-1]
     h_s, h_t = student_hidden.reshape(-1, h), teacher_hidden.reshape(-1, h)
     use_compile = want_compile(compile, h_s.dtype, h_s.shape[0], weight.shape[0], chunk_size)
