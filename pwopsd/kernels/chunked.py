@@ -26,7 +26,6 @@ Two entry points:
 from __future__ import annotations
 
 import functools
-import math
 import os
 import warnings
 
@@ -59,14 +58,14 @@ def fkl_chunk(
     log_p_s = s - torch.logsumexp(s, dim=-1, keepdim=True)
     log_p_t = t - torch.logsumexp(t, dim=-1, keepdim=True)
     p_t = log_p_t.exp()
-    f = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)  # [c, V]
+    f = torch.where(p_t == 0, 0.0, p_t * (log_p_t - log_p_s))  # [c, V]; NaN stays NaN
     if tau_clip is None:
         loss = f.sum(-1)
         a = p_t
     else:
-        active = f <= tau_clip
-        loss = torch.where(active, f, tau_clip).sum(-1)  # [c]
-        a = torch.where(active, p_t, 0.0)  # [c, V]
+        clipped = f > tau_clip  # NaN is never "clipped": it reaches the loss
+        loss = torch.where(clipped, tau_clip, f).sum(-1)  # [c]
+        a = torch.where(clipped, 0.0, p_t)  # [c, V]
     a_sum = a.sum(-1, keepdim=True)  # [c, 1]
     k = coeff.to(dtype).unsqueeze(-1)  # [c, 1]
     grad = torch.where(k != 0, (log_p_s.exp() * a_sum - a) * (k * inv_temp), 0.0)  # [c, V]
@@ -93,8 +92,9 @@ def fkl_chunk_inplace(
     """:func:`fkl_chunk` for eager mode: same result, three [c, V] buffers reused in place.
 
     About 1.7x faster than the functional body in eager PyTorch (fewer allocations and passes).
-    ``p_T = 0`` entries give ``0 * (-inf)`` = NaN in the product and are set to 0 afterwards,
-    the same convention as :func:`fkl_chunk`'s select.
+    ``p_T = 0`` entries give ``0 * (-inf)`` = NaN in the product and are set to 0 afterwards
+    (selected by ``p_T == 0``, the same convention as :func:`fkl_chunk`'s select), so a NaN
+    that comes from NaN logits is kept and reaches the loss.
     """
     dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
     log_p_s = student.to(dtype, copy=True).mul_(inv_temp)  # [c, V]
@@ -102,14 +102,15 @@ def fkl_chunk_inplace(
     f = teacher.to(dtype, copy=True).mul_(inv_temp)  # [c, V], log p_T for now
     f.sub_(torch.logsumexp(f, dim=-1, keepdim=True))
     p_t = f.exp()  # [c, V]
-    f.sub_(log_p_s).mul_(p_t).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+    f.sub_(log_p_s).mul_(p_t)  # [c, V]: NaN where p_T = 0 (0 * -inf)
+    f.masked_fill_(p_t == 0, 0.0)  # 0 log 0 = 0; a NaN from NaN logits is kept
     if tau_clip is None:
         loss = f.sum(-1)
         a = p_t
     else:
-        active = f <= tau_clip
-        loss = f.clamp_(max=tau_clip).sum(-1)  # [c]
-        a = p_t.mul_(active)  # [c, V]
+        clipped = f > tau_clip  # [c, V]; NaN is never "clipped"
+        loss = f.masked_fill_(clipped, tau_clip).sum(-1)  # [c]
+        a = p_t.masked_fill_(clipped, 0.0)  # [c, V]
     a_sum = a.sum(-1, keepdim=True)  # [c, 1]
     k = coeff.to(dtype).unsqueeze(-1)  # [c, 1]
     grad = log_p_s.exp_().mul_(a_sum).sub_(a).mul_(k * inv_temp)  # [c, V]
@@ -141,9 +142,9 @@ def fkl_chunk_loss(
     log_p_s = s - torch.logsumexp(s, dim=-1, keepdim=True)
     log_p_t = t - torch.logsumexp(t, dim=-1, keepdim=True)
     p_t = log_p_t.exp()  # [c, V]
-    f = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)  # [c, V]
+    f = torch.where(p_t == 0, 0.0, p_t * (log_p_t - log_p_s))  # [c, V]
     if tau_clip is not None:
-        f = f.clamp(max=tau_clip)
+        f = torch.where(f > tau_clip, tau_clip, f)
     return f.sum(-1)  # [c]
 
 
@@ -314,17 +315,12 @@ class WeightedFKL(torch.autograd.Function):
 def prepare_logits(
     student: Tensor, teacher: Tensor, temperature: float, tau_clip: float | None, chunk_size: int
 ) -> tuple[Tensor, Tensor]:
-    """Check the inputs, [..., V] x 2 -> [N, V] x 2."""
+    """Check the inputs, [..., V] x 2 -> [N, V] x 2. The teacher is a constant: it is detached."""
     check_logits_pair(student, teacher, ndim=None)
     check_temperature_clip(temperature, tau_clip)
     check_chunk_size(chunk_size)
-    if teacher.requires_grad:
-        raise ValueError(
-            "teacher_logits requires grad: the teacher is a constant here; compute it under "
-            "torch.no_grad() or pass teacher_logits.detach()"
-        )
     v = student.shape[-1]
-    return student.reshape(-1, v), teacher.reshape(-1, v)
+    return student.reshape(-1, v), teacher.detach().reshape(-1, v)
 
 
 def chunked_clipped_fkl(

@@ -13,7 +13,10 @@
   :data:`TRITON_FAILURES`; after one, "auto" warns once and stays on chunked in this process.
   A CUDA out-of-memory error is not a kernel failure and propagates.
 
-Every implementation gives the same values and gradients up to float rounding.
+Every implementation gives the same values and gradients up to float rounding, and the same
+edge behaviour (tested against each other): a NaN in a row that counts gives a NaN loss; a
+row with coefficient 0 (padding) never reaches the value or the gradient whatever it holds;
+the teacher is a constant (detached, never refused).
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def per_token_clipped_fkl(
     ``f_v = p_T,v (log p_T,v - log p_S,v)`` with ``p = softmax(logits / temperature)``, each entry
     clamped at ``tau_clip`` (None: no clip) *before* the vocabulary sum, so a token's loss can be
     negative (intended). Differentiable w.r.t. ``student_logits``; the teacher is a constant
-    (teacher_logits must not require grad). ``impl``: see the module docstring; all return the same values and gradients up
+    (detached). ``impl``: see the module docstring; all return the same values and gradients up
     to float rounding.
 
     No mask here: a garbage row gives a garbage value there. Reduce with a select (e.g.
@@ -161,8 +164,9 @@ def weighted_clipped_fkl(
     :func:`pwopsd.losses.token_coefficients` ([B, T], 0 at padding) it equals
     ``reduce_tokens(per_token_clipped_fkl(...), ...)``, but the chunked and Triton kernels fuse
     the coefficients into the gradient they form in the forward pass (no backward pass over
-    [B, T, V]). Rows with coefficient 0 (padding) never reach the result; the per-token loss
-    there is meaningless (read it under the mask only).
+    [B, T, V]). Rows with coefficient 0 never reach the result or the gradient, even when their
+    logits are NaN or all ``-inf``; the per-token loss there is meaningless (read it under the
+    mask only). A NaN in a row with a non-zero coefficient gives a NaN result.
     """
     check_logits_pair(student_logits, teacher_logits, ndim=3)
     check_temperature_clip(temperature, tau_clip)
@@ -170,12 +174,14 @@ def weighted_clipped_fkl(
     auto = impl == "auto"
     impl = choose_impl(impl, student_logits, teacher_logits)
     if impl == "reference":
-        per_token = reference_per_token_clipped_fkl(
-            student_logits, teacher_logits, temperature, tau_clip
-        )  # [B, T]
+        # the plain oracle on logits whose zero-coefficient rows are cleaned first (a select:
+        # their gradient is exactly 0, and no 0 * NaN from the log-softmax backward)
+        keep = (coefficients != 0).unsqueeze(-1)  # [B, T, 1]
+        s = torch.where(keep, student_logits, 0.0)  # [B, T, V]
+        t = torch.where(keep, teacher_logits.detach(), 0.0)  # [B, T, V]
+        per_token = reference_per_token_clipped_fkl(s, t, temperature, tau_clip)  # [B, T]
         k = coefficients.detach().to(per_token.dtype)  # [B, T]
-        total = torch.where(k != 0, per_token * k, torch.zeros_like(per_token)).sum()
-        return total, per_token.detach()
+        return (per_token * k).sum(), per_token.detach()
 
     def run_chunked() -> tuple[Tensor, Tensor]:
         return weighted_chunked_clipped_fkl(

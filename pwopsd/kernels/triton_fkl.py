@@ -119,11 +119,12 @@ if HAVE_TRITON:
             log_p_s = s - lse_s
             log_p_t = t - lse_t
             p_t = tl.exp(log_p_t)
-            f = tl.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)
+            # 0 log 0 = 0 where p_T = 0; "== 0" (not "> 0") keeps a NaN from NaN logits
+            f = tl.where(p_t == 0, 0.0, p_t * (log_p_t - log_p_s))
             if HAS_CLIP:
-                active = f <= tau
-                f = tl.where(active, f, tau)
-                a = tl.where(active, p_t, 0.0)
+                clipped = f > tau  # NaN is never "clipped": it reaches the loss
+                f = tl.where(clipped, tau, f)
+                a = tl.where(clipped, 0.0, p_t)
             else:
                 a = p_t
             loss += tl.sum(tl.where(valid, f, 0.0), axis=0)
@@ -144,8 +145,8 @@ if HAVE_TRITON:
                 log_p_t = t - lse_t
                 p_t = tl.exp(log_p_t)
                 if HAS_CLIP:
-                    f = tl.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)
-                    a = tl.where(f <= tau, p_t, 0.0)
+                    f = tl.where(p_t == 0, 0.0, p_t * (log_p_t - log_p_s))
+                    a = tl.where(f > tau, 0.0, p_t)
                 else:
                     a = p_t
                 g = (tl.exp(log_p_s) * a_sum - a) * scale

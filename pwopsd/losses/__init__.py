@@ -115,7 +115,7 @@ def method_loss(
     """The training loop's one call: the loss of ``method`` (one of :data:`METHODS`) on a micro-batch.
 
     Inputs are aligned on completion positions: ``student_logits``/``teacher_logits`` [B, T, V]
-    (teacher computed without grad), ``mask`` [B, T] valid completion tokens, ``tokens``
+    (the teacher is a constant: detached), ``mask`` [B, T] valid completion tokens, ``tokens``
     [B, T] the sampled completion ids (needed by "eopd" and "reopold"), ``step`` the optimizer
     step (REOPOLD's phase switch). ``schedule`` applies to the position-weighted methods,
     ``tau_clip`` and ``impl`` to the clipped-FKL ones (PROTOCOL sec. 2).

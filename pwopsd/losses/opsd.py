@@ -16,9 +16,11 @@ Conventions shared by every implementation (tested against each other):
 * logits may contain ``-inf`` (masked vocabulary): ``p_T,v = 0`` contributes 0, ``p_T,v > 0``
   with ``p_S,v = 0`` contributes ``+inf``, i.e. ``tau_clip`` after the clip. A valid token's
   row needs at least one finite logit.
-* The teacher is a constant (no gradient): the teacher pass runs under ``no_grad``.
-* Positions outside ``mask`` never reach the loss value or the gradient (even if their logits
-  are garbage); an all-masked batch gives a loss of 0 with zero (not missing) gradients.
+* A NaN in a valid token's logits gives a NaN loss (never hidden by a clip or a zero fill).
+* Positions outside ``mask`` never reach the value or the gradient, whatever their logits hold
+  (NaN, all ``-inf``); an all-masked batch gives a loss of 0 with zero (not missing) gradients.
+* The teacher is a constant: teacher logits are detached (the teacher pass runs under
+  ``no_grad`` anyway); a teacher tensor that requires grad is accepted and gets no gradient.
 """
 
 from __future__ import annotations
