@@ -555,10 +555,15 @@ class MainTableConfig(NotebookConfig):
     """Evaluation seeds per checkpoint (mean and Bessel sd are reported)."""
     max_problems: int | None = None
     """Cap on problems per benchmark (None = all); for quick looks."""
+    train_steps: int | None = None
+    """Cap on optimizer steps per training run (None = the profile's); for quick looks. Such
+    runs get their own run directories and never replace full ones."""
 
     def validate(self) -> None:
         super().validate()
         _check_list_choice("methods", self.methods, METHODS)
+        if self.train_steps is not None and self.train_steps < 1:
+            raise ConfigError(f"train_steps={self.train_steps!r} must be >= 1 or None")
         _check_list_choice("schedules", self.schedules, SCHEDULE_NAMES)
         if self.eval_seeds < 1:
             raise ConfigError(f"eval_seeds={self.eval_seeds!r} must be >= 1")

@@ -198,9 +198,7 @@ class EngineSampler:
         for i, out in zip(ok, outs):
             completions[i] = tuple(out[0].token_ids)
             finish[i] = out[0].finish_reason
-        return Rollouts(
-            completions, finish, time.perf_counter() - t0, len(prompt_texts) - len(ok)
-        )
+        return Rollouts(completions, finish, time.perf_counter() - t0, len(prompt_texts) - len(ok))
 
 
 class HFSampler:
@@ -266,9 +264,7 @@ class HFSampler:
                     completions[i], finish[i] = tuple(new[: stop + 1]), "stop"  # EOS kept
                 else:
                     completions[i], finish[i] = tuple(new), "length"
-        return Rollouts(
-            completions, finish, time.perf_counter() - t0, len(prompt_texts) - len(ok)
-        )
+        return Rollouts(completions, finish, time.perf_counter() - t0, len(prompt_texts) - len(ok))
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -103,7 +103,9 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         if self.method not in TRAIN_METHODS:
-            raise ConfigError(f"method={self.method!r} is not known; allowed: {list(TRAIN_METHODS)}")
+            raise ConfigError(
+                f"method={self.method!r} is not known; allowed: {list(TRAIN_METHODS)}"
+            )
         if self.schedule is not None:
             if self.method not in POSITION_METHODS:
                 raise ConfigError(
@@ -122,7 +124,8 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        """Directory name of the method: "opsd", "pw_opsd_moderate", "pw_opsd_w0.2_c0.4_s0.1"."""
+        """The method's name in tables and paths: "opsd", "pw_opsd_moderate",
+        "pw_opsd_w0.2_c0.4_s0.1"."""
         if self.method not in POSITION_METHODS:
             return self.method
         sched = self.schedule or "moderate"
@@ -131,17 +134,30 @@ class RunSpec:
         w, c, s = resolve_schedule(sched)
         return f"{self.method}_w{w:g}_c{c:g}_s{s:g}"
 
+    @property
+    def dir_name(self) -> str:
+        """:attr:`name`, plus a tag of the overrides when there are any, so a quick or
+        differently configured run never shares (or replaces) a full run's directory."""
+        if not self.overrides:
+            return self.name
+        import hashlib
+
+        text = json.dumps(sorted(self.overrides), default=_jsonable)
+        return f"{self.name}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
     def train_config(self, prof: Profile | None = None) -> TrainConfig:
         prof = prof or get_profile(self.profile)
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         for k, _ in self.overrides:
             if k not in fields:
-                raise ConfigError(f"override {k!r} is not a TrainConfig field; allowed: {sorted(fields)}")
+                raise ConfigError(
+                    f"override {k!r} is not a TrainConfig field; allowed: {sorted(fields)}"
+                )
         return dataclasses.replace(prof.train, **dict(self.overrides))
 
     def run_dir(self) -> Path:
         root = Path(self.root) if self.root else RESULTS_DIR / self.profile / "runs"
-        return root / self.family / self.name / f"seed{self.seed}"
+        return root / self.family / self.dir_name / f"seed{self.seed}"
 
 
 def resolve_schedule(schedule: Schedule) -> tuple[float, float, float]:
@@ -237,6 +253,12 @@ def plan(spec: RunSpec, world_size: int | None = None) -> dict[str, Any]:
         "rollout_backend": cfg.rollout_backend,
         "dtype": cfg.dtype,
         "gradient_checkpointing": cfg.gradient_checkpointing,
+        "launch": (
+            "accelerate launch --config_file configs/accelerate/paper_4xh100_zero2.yaml "
+            f"-m pwopsd.train --profile paper --method {spec.method} --seed {spec.seed}"
+            if spec.profile == "paper"
+            else f"python -m pwopsd.train --method {spec.method} --seed {spec.seed}"
+        ),
     }
 
 
@@ -417,6 +439,14 @@ def _result(spec: RunSpec, cfg: TrainConfig, rd: Path, reused: bool) -> RunResul
     )
 
 
+def _jsonable(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.asdict(x)
+    if isinstance(x, tuple | set | frozenset):
+        return list(x)
+    return str(x)
+
+
 def _check_config(rd: Path, payload: dict[str, Any]) -> None:
     path = rd / "config.json"
     if path.exists():
@@ -463,7 +493,7 @@ def train(
         "train": dataclasses.asdict(cfg),
         "processes": ws,
     }
-    payload = json.loads(json.dumps(payload, default=list))
+    payload = json.loads(json.dumps(payload, default=_jsonable))
     if rank == 0:
         rd.mkdir(parents=True, exist_ok=True)
         _check_config(rd, payload)
@@ -618,7 +648,7 @@ def _train_loop(
                     spec.seed, step, [k * cfg.micro_batch + j for k, j, _ in flat]
                 )
                 r = sampler.sample([t[0] for _, _, t in flat], ids, cfg.rollout, seeds, adapter)
-                for n, (k, j, _) in enumerate(flat):
+                for n, (k, _j, _) in enumerate(flat):
                     rollouts.setdefault(k, []).append((r.completions[n], r.finish_reasons[n]))
                 sums["rollout_s"] += r.seconds
                 sums["prompt_too_long"] += r.prompt_too_long
@@ -640,7 +670,7 @@ def _train_loop(
 
             t_update = time.perf_counter()
             model.train()
-            for n, (k, rows, texts) in enumerate(micro):
+            for n, (k, _rows, texts) in enumerate(micro):
                 comps = [c for c, _ in rollouts[k]]
                 finish = [f for _, f in rollouts[k]]
                 batch = align(
@@ -680,7 +710,7 @@ def _train_loop(
                         )
                     acc.backward(out.loss / len(mine))
                 valid = int(batch.mask.sum())
-                sums["loss"] += float(out.loss)
+                sums["loss"] += float(out.loss.detach())
                 sums["fkl"] += out.metrics.get("fkl_token_mean", 0.0) * valid
                 sums["tokens"] += valid
                 sums["rollout_tokens"] += sum(len(c) for c in comps)
@@ -822,9 +852,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--micro-batch", type=int, default=None)
     ap.add_argument("--learning-rate", type=float, default=None)
     ap.add_argument("--backend", choices=("vllm", "hf"), default=None, help="rollout backend")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any TrainConfig field, value as YAML (e.g. --set tau_clip=null --set save_every=5)",
+    )
+    ap.add_argument(
+        "--processes", type=int, default=None, help="with --dry-run: plan for this many processes"
+    )
     ap.add_argument("--dry-run", action="store_true", help="validate and print the plan")
     args = ap.parse_args(argv)
-    overrides = []
+    import yaml
+
+    overrides: list[tuple[str, Any]] = []
+    for item in args.set:
+        if "=" not in item:
+            print(f"error: --set {item!r} must look like FIELD=VALUE", file=sys.stderr)
+            return 2
+        key, value = item.split("=", 1)
+        overrides.append((key.strip(), yaml.safe_load(value)))
     for name, value in (
         ("max_steps", args.max_steps),
         ("micro_batch", args.micro_batch),
@@ -846,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides=tuple(overrides),
             root=args.root,
         )
-        the_plan = plan(spec)
+        the_plan = plan(spec, world_size=args.processes)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
