@@ -389,3 +389,29 @@ def test_sync_engine_samples_from_updated_weights_and_teacher_is_base(tmp_path):
     # The comparison means something: the trained adapter moved the log-probabilities.
     assert max(abs(a - b) for a, b in zip(hf, base_lp)) > 1e-3
     assert torch.equal(teacher_logits, base_logits)
+
+
+# --- grids ------------------------------------------------------------------------------
+
+
+def test_grid_local_executor_trains_and_skips_finished(tmp_path):
+    """submitit's local executor: one job per cell in its own process; finished cells skipped."""
+    from pwopsd.grid import cells, run_grid
+
+    grid = cells(
+        ["opsd", "pw_opsd"],
+        [3],
+        schedules=["moderate"],
+        overrides=_tiny(max_steps=1, save_every=1, eval_step=1),
+        root=str(tmp_path / "runs"),
+    )
+    assert [c.spec.name for c in grid] == ["opsd", "pw_opsd_moderate"]
+    first = run_grid(grid[:1], executor="inline", progress=False)
+    assert first.trained == [f"qwen3/{grid[0].spec.dir_name}/seed3"]
+    report = run_grid(grid, executor="local", folder=tmp_path / "logs")
+    assert report.skipped == first.trained  # finished: not resubmitted
+    assert report.submitted == report.trained == [f"qwen3/{grid[1].spec.dir_name}/seed3"]
+    assert all(c.done for c in grid)
+    assert list((tmp_path / "logs").glob("*_log.out"))  # it really ran as a submitit job
+    again = run_grid(grid, executor="local", folder=tmp_path / "logs")
+    assert again.submitted == [] and len(again.skipped) == 2
