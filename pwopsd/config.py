@@ -427,6 +427,25 @@ def check_writable_dir(name: str, path: Path, shown: str = "") -> None:
         ) from err
 
 
+def resolve_schedule(
+    schedule: str | tuple[float, float, float] | list[float],
+) -> tuple[float, float, float]:
+    """A schedule name from :data:`SCHEDULES` or an explicit (w_min, c, s) -> checked (w_min, c, s).
+
+    Explicit values go through :func:`check_schedule`; losses, training runs and the notebooks'
+    configs all resolve schedules here.
+    """
+    if isinstance(schedule, str):
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+        return SCHEDULES[schedule]
+    if not isinstance(schedule, tuple | list) or len(schedule) != 3:
+        raise ConfigError(f"schedule must be a name or (w_min, c, s), got {schedule!r}")
+    check_schedule(*schedule)
+    w_min, c, s = (float(v) for v in schedule)
+    return w_min, c, s
+
+
 @dataclass
 class NotebookConfig:
     """Fields shared by every notebook."""

@@ -27,6 +27,7 @@ teacher sequence past ``max_model_len`` is cut to fit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,10 +162,6 @@ def gather_positions(logits: Tensor, positions: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------
 
 
-def _prompt_fits(prompt_ids: Sequence[int], sampling: SamplingConfig, max_model_len: int) -> bool:
-    return len(prompt_ids) + 1 <= max_model_len and len(prompt_ids) > 0
-
-
 class EngineSampler:
     """Rollouts from an engine of :func:`pwopsd.sampling.make_engine` (vLLM), one seed per sample.
 
@@ -186,19 +183,13 @@ class EngineSampler:
         model: Any = None,
         tokenizer: Any = None,
     ) -> Rollouts:
-        import time
-
         t0 = time.perf_counter()
-        ok = [i for i, p in enumerate(prompt_ids) if _prompt_fits(p, sampling, self.max_model_len)]
+        ok = _fitting(prompt_ids, self.max_model_len)
         outs = self.engine.generate(
             [prompt_texts[i] for i in ok], sampling, seeds=[seeds[i] for i in ok], adapter=adapter
         )
-        completions: list[tuple[int, ...]] = [()] * len(prompt_texts)
-        finish: list[str | None] = [None] * len(prompt_texts)
-        for i, out in zip(ok, outs):
-            completions[i] = tuple(out[0].token_ids)
-            finish[i] = out[0].finish_reason
-        return Rollouts(completions, finish, time.perf_counter() - t0, len(prompt_texts) - len(ok))
+        drawn = [(tuple(o[0].token_ids), o[0].finish_reason) for o in outs]
+        return _rollouts(len(prompt_texts), ok, drawn, t0)
 
 
 class HFSampler:
@@ -222,18 +213,15 @@ class HFSampler:
         model: Any = None,
         tokenizer: Any = None,
     ) -> Rollouts:
-        import time
-
         t0 = time.perf_counter()
-        ok = [i for i, p in enumerate(prompt_ids) if _prompt_fits(p, sampling, self.max_model_len)]
-        completions: list[tuple[int, ...]] = [()] * len(prompt_texts)
-        finish: list[str | None] = [None] * len(prompt_texts)
+        ok = _fitting(prompt_ids, self.max_model_len)
+        drawn: list[tuple[tuple[int, ...], str]] = []
         if ok:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             eos = _eos_ids(model, tokenizer)
             width = max(len(prompt_ids[i]) for i in ok)
             ids = torch.full((len(ok), width), pad, dtype=torch.long)  # [B, P] left-padded
-            attention = torch.zeros((len(ok), width), dtype=torch.long)
+            attention = torch.zeros((len(ok), width), dtype=torch.long)  # [B, P]
             for r, i in enumerate(ok):
                 p = list(prompt_ids[i])
                 ids[r, width - len(p) :] = torch.tensor(p)
@@ -255,16 +243,32 @@ class HFSampler:
             was_training = model.training
             model.eval()
             with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=attention, **kwargs)
+                out = model.generate(input_ids=ids, attention_mask=attention, **kwargs)  # [B, P+N]
             model.train(was_training)
-            for r, i in enumerate(ok):
+            for r in range(len(ok)):
                 new = out[r, width:].tolist()
                 stop = next((j for j, t in enumerate(new) if t in eos), None)
                 if stop is not None:
-                    completions[i], finish[i] = tuple(new[: stop + 1]), "stop"  # EOS kept
+                    drawn.append((tuple(new[: stop + 1]), "stop"))  # EOS kept, as vLLM does
                 else:
-                    completions[i], finish[i] = tuple(new), "length"
-        return Rollouts(completions, finish, time.perf_counter() - t0, len(prompt_texts) - len(ok))
+                    drawn.append((tuple(new), "length"))
+        return _rollouts(len(prompt_texts), ok, drawn, t0)
+
+
+def _fitting(prompt_ids: Sequence[Sequence[int]], max_model_len: int) -> list[int]:
+    """Indices of prompts that leave room for at least one new token (the rest are skipped)."""
+    return [i for i, p in enumerate(prompt_ids) if 0 < len(p) < max_model_len]
+
+
+def _rollouts(
+    n: int, ok: list[int], drawn: list[tuple[tuple[int, ...], str]], t0: float
+) -> Rollouts:
+    """Spread the drawn (completion, finish) pairs back over all ``n`` prompts."""
+    completions: list[tuple[int, ...]] = [()] * n
+    finish: list[str | None] = [None] * n
+    for i, (c, f) in zip(ok, drawn, strict=True):
+        completions[i], finish[i] = c, f
+    return Rollouts(completions, finish, time.perf_counter() - t0, n - len(ok))
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

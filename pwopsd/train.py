@@ -60,8 +60,8 @@ from pwopsd.config import (
     ConfigError,
     Profile,
     TrainConfig,
-    check_schedule,
     get_profile,
+    resolve_schedule,
 )
 
 TRAIN_METHODS = (*TRAINED_METHODS, *FACTORIAL_CELLS)
@@ -158,19 +158,6 @@ class RunSpec:
     def run_dir(self) -> Path:
         root = Path(self.root) if self.root else RESULTS_DIR / self.profile / "runs"
         return root / self.family / self.dir_name / f"seed{self.seed}"
-
-
-def resolve_schedule(schedule: Schedule) -> tuple[float, float, float]:
-    """A schedule name or (w_min, c, s) -> checked (w_min, c, s)."""
-    if isinstance(schedule, str):
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"schedule={schedule!r} is not known; allowed: {list(SCHEDULES)}")
-        return SCHEDULES[schedule]
-    if len(schedule) != 3:
-        raise ConfigError(f"schedule={schedule!r} must be a name or (w_min, c, s)")
-    w, c, s = (float(v) for v in schedule)
-    check_schedule(w, c, s)
-    return w, c, s
 
 
 # --------------------------------------------------------------------------------------

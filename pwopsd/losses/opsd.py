@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pwopsd.config import FACTORIAL_CELLS, REDUCTIONS, SCHEDULES, WEIGHTINGS, check_schedule
+from pwopsd.config import (
+    FACTORIAL_CELLS,
+    REDUCTIONS,
+    SCHEDULES,
+    WEIGHTINGS,
+    check_schedule,
+    resolve_schedule,
+)
 from pwopsd.kernels.dispatch import Impl, per_token_clipped_fkl, weighted_clipped_fkl
 from pwopsd.kernels.reference import reference_per_token_clipped_fkl
 from pwopsd.kernels.validate import as_bool_mask, check_logits_pair, check_temperature_clip
@@ -64,23 +71,6 @@ _MODERATE = SCHEDULES["moderate"]
 # --------------------------------------------------------------------------------------
 # Position weights and reductions
 # --------------------------------------------------------------------------------------
-
-
-def resolve_schedule(schedule: str | tuple[float, float, float]) -> tuple[float, float, float]:
-    """A schedule name from :data:`pwopsd.config.SCHEDULES` or an explicit (w_min, c, s).
-
-    Explicit values go through :func:`pwopsd.config.check_schedule` (w_min and c in [0, 1],
-    s > 0), the same check the notebooks' configs use.
-    """
-    if isinstance(schedule, str):
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
-        return SCHEDULES[schedule]
-    if not isinstance(schedule, tuple | list) or len(schedule) != 3:
-        raise ValueError(f"schedule must be a name or (w_min, c, s), got {schedule!r}")
-    check_schedule(*schedule)
-    w_min, c, s = (float(v) for v in schedule)
-    return w_min, c, s
 
 
 def position_weights(
