@@ -196,6 +196,20 @@ def training_frame(result: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
 
 
+def rollout_bench_frame(bench: dict[str, Any]) -> pd.DataFrame:
+    """results/bench/rollout.json as a table: batch, engine and HF tokens/s, speed-up."""
+    rows = [
+        {
+            "batch": int(b),
+            "vLLM engine (tokens/s)": round(v["engine_tokens_per_s"]),
+            "HF generate (tokens/s)": round(v["hf_tokens_per_s"]),
+            "speed-up": f"{v['ratio']:.1f}x",
+        }
+        for b, v in bench["batches"].items()
+    ]
+    return pd.DataFrame(rows).set_index("batch")
+
+
 # ------------------------------------------------------------------ toy world
 
 
