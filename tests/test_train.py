@@ -415,3 +415,24 @@ def test_grid_local_executor_trains_and_skips_finished(tmp_path):
     assert list((tmp_path / "logs").glob("*_log.out"))  # it really ran as a submitit job
     again = run_grid(grid, executor="local", folder=tmp_path / "logs")
     assert again.submitted == [] and len(again.skipped) == 2
+
+
+def test_think_closure_family_trains(tmp_path):
+    """The toy olmo3 template always opens a think block: the student prompt is think-closed,
+    the teacher prompt is not, and a step trains on the student's completion tokens."""
+    from transformers import AutoTokenizer
+
+    from pwopsd.rollout import render_prompts
+
+    tok = AutoTokenizer.from_pretrained(PROFILE.models["olmo3"])
+    student, teacher = render_prompts(tok, {"problem": "Compute 2*3.", "solution": "2*3=6"})
+    assert student.rstrip().endswith("</think>") and teacher.rstrip().endswith("<think>")
+    spec = RunSpec(
+        method="opsd",
+        family="olmo3",
+        overrides=_tiny(max_steps=1, save_every=1, eval_step=1),
+        root=str(tmp_path),
+    )
+    result = train(spec, progress=False)
+    row = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["valid_tokens"] > 0 and row["loss"] == row["loss"]  # finite, not NaN
