@@ -487,6 +487,21 @@ class NotebookConfig:
     def get_profile(self) -> Profile:
         return get_profile(self.profile)
 
+    def scale_tag(self) -> str:
+        """ "" for the section's full configuration; otherwise a tag naming the fields that
+        differ from it (e.g. "max_problems2-eval_seeds1"), so a quick run's results go under
+        their own name and never replace a full run's."""
+        default = type(self)()
+        parts = []
+        for f in dataclasses.fields(self):
+            if f.name in ("seed", "profile", "out_dir"):
+                continue
+            value = getattr(self, f.name)
+            if value != getattr(default, f.name):
+                text = "+".join(map(str, value)) if isinstance(value, list | tuple) else value
+                parts.append(f"{f.name}{text}")
+        return "-".join(parts)
+
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> NotebookConfig:
         """Build from a notebook's globals(): reject names that are not parameters.

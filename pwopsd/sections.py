@@ -25,8 +25,11 @@ PENDING_REASONS: dict[str, str] = {
 
 
 def results_path(cfg: NotebookConfig) -> Path:
-    """Where a section's results file goes: <results_dir>/<section>.json."""
-    return cfg.results_dir / f"{cfg.notebook}.json"
+    """Where a section's results file goes: <results_dir>/<section>.json for the full
+    configuration, <results_dir>/<section>.<tag>.json for any smaller or other one (the book
+    reads only the full one)."""
+    tag = cfg.scale_tag()
+    return cfg.results_dir / (f"{cfg.notebook}.{tag}.json" if tag else f"{cfg.notebook}.json")
 
 
 def run_section(cfg: NotebookConfig) -> dict[str, Any]:
