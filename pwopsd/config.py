@@ -99,12 +99,14 @@ class TrainConfig:
     """The checkpoint that is evaluated (the paper evaluates step 100)."""
     prompts_per_step: int = 32
     """Effective batch: prompts per optimizer step, one rollout each."""
-    micro_batch: int = 2
-    """Prompts per forward/backward pass."""
+    micro_batch: int = 4
+    """Prompts per forward/backward pass on one process; prompts_per_step = processes x
+    micro_batch x gradient-accumulation steps (paper: Qwen3-4B 4 GPUs x 4 x 2; the 8B/7B models
+    2 x 4, ``--micro-batch 2``)."""
     distill_temperature: float = 1.1
     """Temperature applied to both logits before log-softmax in the loss."""
-    tau_clip: float = 0.05
-    """Per-vocabulary-entry clip of the forward-KL terms."""
+    tau_clip: float | None = 0.05
+    """Per-vocabulary-entry clip of the forward-KL terms (None = unclipped)."""
     rollout: SamplingConfig = SamplingConfig(
         n=1, temperature=1.1, top_p=0.95, top_k=20, max_new_tokens=1024
     )
@@ -115,6 +117,41 @@ class TrainConfig:
     """Training dtype."""
     gradient_checkpointing: bool = True
     """Recompute activations in backward."""
+    lr_schedule: str = "linear"
+    """"linear" (decay to 0 at max_steps, no warm-up) or "constant". PROTOCOL is silent; linear
+    is the HF Trainer default the release's TRL trainer inherits **[our choice]**."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (HF Trainer default)."""
+    rollout_backend: str = "vllm"
+    """"vllm" (the engine factory; a new LoRARequest per update) or "hf" (``generate`` on the
+    live peft model, in process)."""
+    clip_stats: bool = True
+    """Log the fraction of tokens and of vocabulary entries the clip caps (an extra no-grad
+    pass over the [B, T, V] terms, chunked; off at paper scale)."""
+
+    def validate(self, world_size: int = 1) -> None:
+        """Raise ConfigError naming the field when the batch arithmetic or a value cannot work."""
+        per_pass = world_size * self.micro_batch
+        if self.micro_batch < 1 or self.prompts_per_step % per_pass:
+            raise ConfigError(
+                f"prompts_per_step={self.prompts_per_step} must be a multiple of processes "
+                f"({world_size}) x micro_batch ({self.micro_batch})"
+            )
+        for name in ("lora_r", "lora_alpha", "max_steps", "save_every", "eval_step"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1")
+        if self.eval_step > self.max_steps:
+            raise ConfigError(f"eval_step={self.eval_step} exceeds max_steps={self.max_steps}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate={self.learning_rate!r} must be > 0")
+        if self.tau_clip is not None and not self.tau_clip > 0:
+            raise ConfigError(f"tau_clip={self.tau_clip!r} must be > 0 or None")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ConfigError(f"lr_schedule={self.lr_schedule!r}; allowed: ['linear', 'constant']")
+        if self.rollout_backend not in ("vllm", "hf"):
+            raise ConfigError(f"rollout_backend={self.rollout_backend!r}; allowed: ['vllm', 'hf']")
+        if self.rollout.n != 1:
+            raise ConfigError(f"rollout.n={self.rollout.n}: OPSD draws one rollout per prompt")
 
 
 @dataclass(frozen=True)
@@ -390,6 +427,25 @@ def check_writable_dir(name: str, path: Path, shown: str = "") -> None:
         ) from err
 
 
+def resolve_schedule(
+    schedule: str | tuple[float, float, float] | list[float],
+) -> tuple[float, float, float]:
+    """A schedule name from :data:`SCHEDULES` or an explicit (w_min, c, s) -> checked (w_min, c, s).
+
+    Explicit values go through :func:`check_schedule`; losses, training runs and the notebooks'
+    configs all resolve schedules here.
+    """
+    if isinstance(schedule, str):
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+        return SCHEDULES[schedule]
+    if not isinstance(schedule, tuple | list) or len(schedule) != 3:
+        raise ConfigError(f"schedule must be a name or (w_min, c, s), got {schedule!r}")
+    check_schedule(*schedule)
+    w_min, c, s = (float(v) for v in schedule)
+    return w_min, c, s
+
+
 @dataclass
 class NotebookConfig:
     """Fields shared by every notebook."""
@@ -430,6 +486,21 @@ class NotebookConfig:
 
     def get_profile(self) -> Profile:
         return get_profile(self.profile)
+
+    def scale_tag(self) -> str:
+        """ "" for the section's full configuration; otherwise a tag naming the fields that
+        differ from it (e.g. "max_problems2-eval_seeds1"), so a quick run's results go under
+        their own name and never replace a full run's."""
+        default = type(self)()
+        parts = []
+        for f in dataclasses.fields(self):
+            if f.name in ("seed", "profile", "out_dir"):
+                continue
+            value = getattr(self, f.name)
+            if value != getattr(default, f.name):
+                text = "+".join(map(str, value)) if isinstance(value, list | tuple) else value
+                parts.append(f"{f.name}{text}")
+        return "-".join(parts)
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> NotebookConfig:
@@ -625,10 +696,15 @@ class MainTableConfig(NotebookConfig):
     """Evaluation seeds per checkpoint (mean and Bessel sd are reported)."""
     max_problems: int | None = None
     """Cap on problems per benchmark (None = all); for quick looks."""
+    train_steps: int | None = None
+    """Cap on optimizer steps per training run (None = the profile's); for quick looks. Such
+    runs get their own run directories and never replace full ones."""
 
     def validate(self) -> None:
         super().validate()
         _check_list_choice("methods", self.methods, METHODS)
+        if self.train_steps is not None and self.train_steps < 1:
+            raise ConfigError(f"train_steps={self.train_steps!r} must be >= 1 or None")
         _check_list_choice("schedules", self.schedules, SCHEDULE_NAMES)
         if self.eval_seeds < 1:
             raise ConfigError(f"eval_seeds={self.eval_seeds!r} must be >= 1")

@@ -147,13 +147,22 @@ def test_main_table_notebook_end_to_end(tmp_path):
             "eval_seeds": 2,
             "methods": ["base", "pw_opsd"],
             "schedules": ["moderate"],
+            "train_steps": 2,
         },
         progress_bar=False,
         kernel_name="python3",
     )
-    doc = json.loads((out / "main_table.json").read_text())
+    # A smaller run never takes the full run's file name.
+    assert not (out / "main_table.json").exists()
+    (written,) = out.glob("main_table.*.json")
+    assert "max_problems2" in written.name and "train_steps2" in written.name
+    doc = json.loads(written.read_text())
     assert doc["status"] == "ok" and doc["eval_seeds"] == [1000, 1001]
-    assert doc["pending"] == {"pw_opsd_moderate": "training (pwopsd.train) has not landed yet"}
+    assert list(doc["methods"]) == ["base", "pw_opsd_moderate"]
+    run = doc["runs"]["pw_opsd_moderate"]
+    assert run["run_dir"].startswith(str(out / "runs"))  # never the shared results/<profile>/runs
+    assert [m["step"] for m in run["metrics"]] == [1, 2]
+    assert doc["methods"]["pw_opsd_moderate"]["adapter"].endswith("step-2/adapter")
     base = doc["methods"]["base"]["benchmarks"]
     assert list(base) == ["toy_math500", "toy_aime24", "toy_aime25", "toy_hmmt25"]
     for scores in base.values():
@@ -162,4 +171,4 @@ def test_main_table_notebook_end_to_end(tmp_path):
         assert scores["mean_sd"]["pass"]["mean"] >= avg["mean"]
     assert doc["provenance"]["profile"] == "toy" and doc["provenance"]["git_commit"]
     shown = json.dumps(nb["cells"][-1]["outputs"])
-    assert "Toy MATH-500" in shown and "pending" in shown
+    assert "Toy MATH-500" in shown and "pw_opsd_moderate" in shown
