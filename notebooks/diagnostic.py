@@ -22,7 +22,8 @@
 # is judged by how well it separates the two (residualised AUROC with a cluster bootstrap over
 # problems). Every threshold and count below is a `DiagnosticConfig` field; the paper publishes
 # none of them, so the defaults are this project's choice. A rerun resumes from the files under
-# `<out_dir>/scratch/`.
+# `<out_dir>/scratch/`; a run with other settings than the defaults writes its results as
+# `<name>.<tag>.json`, so the full run's files (the ones the book reads) stay as they are.
 
 # %% tags=["parameters"]
 seed = 1
@@ -73,13 +74,14 @@ result["counts"]
 
 # %%
 import json
+from pathlib import Path
 
 from IPython.display import Markdown, display
 
 from pwopsd import plots
 from pwopsd.diagnostic import figures
 
-table = json.loads((cfg.results_dir / "table1.json").read_text())
+table = json.loads(Path(result["paths"]["table1"]).read_text())
 published = plots.load_json("data/published/diagnostic.json")
 display(Markdown(figures.verdict(table)))
 figures.table1_frame(table, published)
@@ -88,5 +90,5 @@ figures.table1_frame(table, published)
 # ## Figure 1: failure rate of forced children by position
 
 # %%
-fig1 = json.loads((cfg.results_dir / "figure1.json").read_text())
+fig1 = json.loads(Path(result["paths"]["figure1"]).read_text())
 figures.plot_figure1(fig1)

@@ -111,7 +111,7 @@ def test_forced_continuation_is_exactly_student_prompt_spine_prefix_child(tmp_pa
     eng = fake_for(cfg, tok)
     res = phases.run(cfg, make_engine=lambda: eng, log=lambda s: None)
     assert eng.closed and res["status"] == "ok"
-    spines = {s["pid"]: s for s in store.read_jsonl(cfg.results_dir / "scratch" / "A.jsonl")}
+    spines = {s["pid"]: s for s in store.read_jsonl(phases.scratch_dir(cfg) / "A.jsonl")}
     cont = [r for r in eng.requests if r[3].temperature > 0]
     assert cont, "no continuation was requested"
     answer_marker = tok.convert_tokens_to_ids("=== Reference Answer Begin ===")
@@ -137,16 +137,19 @@ def test_forced_continuation_is_exactly_student_prompt_spine_prefix_child(tmp_pa
 
 def test_run_writes_table1_and_figure1(tmp_path, tok):
     cfg = tiny(tmp_path)
-    phases.run(cfg, make_engine=lambda: fake_for(cfg, tok), log=lambda s: None)
+    res = phases.run(cfg, make_engine=lambda: fake_for(cfg, tok), log=lambda s: None)
     out = cfg.results_dir
-    rows = json.loads((out / "table1.json").read_text())["rows"]
+    # a smaller run than the full configuration never takes the full run's file names
+    assert not (out / "table1.json").exists() and cfg.scale_tag()
+    assert res["paths"]["table1"] == str(out / f"table1.{cfg.scale_tag()}.json")
+    rows = json.loads(phases.output_path(cfg, "table1").read_text())["rows"]
     assert any("position" in r["score"] for r in rows)
     keys = {"score", "auroc", "ci_low", "ci_high", "auprc", "n_real_uncertain", "n_diversity"}
     for r in rows:
         assert keys <= set(r)
-    fig = json.loads((out / "figure1.json").read_text())
+    fig = json.loads(phases.output_path(cfg, "figure1").read_text())
     assert set(fig["series"]) == {"diversity", "real_uncertain", "gray", "all"}
-    doc = json.loads((out / "diagnostic.json").read_text())
+    doc = json.loads(phases.output_path(cfg, "diagnostic").read_text())
     assert doc["status"] == "ok" and doc["provenance"]["profile"] == "toy"
     labels = {r["label"] for r in fig["records"]}
     assert labels <= {"diversity", "real_uncertain", "gray"}
@@ -245,14 +248,20 @@ def test_boxed_start(tok):
     assert teacher.boxed_start(tok, tok("3*4=12", add_special_tokens=False)["input_ids"]) is None
 
 
-def test_rerun_with_other_settings_is_refused(tmp_path, tok):
+def test_runs_with_other_settings_keep_their_own_files(tmp_path, tok):
     cfg = tiny(tmp_path)
     phases.run(cfg, make_engine=lambda: fake_for(cfg, tok), stop_after="A", log=lambda s: None)
-    with pytest.raises(ConfigError, match="max_problems"):
-        phases.run(tiny(tmp_path, max_problems=2), log=lambda s: None)
-    # thresholds only F and G read may change freely (no engine needed: A-E are on disk)
+    other = tiny(tmp_path, max_problems=2)
+    assert phases.scratch_dir(other) != phases.scratch_dir(cfg)
+    phases.run(other, make_engine=lambda: fake_for(other, tok), log=lambda s: None)
+    assert len(store.read_jsonl(phases.scratch_dir(cfg) / "A.jsonl")) == 3
+    # finish the first; thresholds only F and G read reuse its samples (no engine started)
     phases.run(cfg, make_engine=lambda: fake_for(cfg, tok), log=lambda s: None)
-    phases.run(tiny(tmp_path, viable_threshold=0.9), make_engine=_no_engine, log=lambda s: None)
+    strict = tiny(tmp_path, viable_threshold=0.9)
+    assert phases.scratch_dir(strict) == phases.scratch_dir(cfg)
+    phases.run(strict, make_engine=_no_engine, log=lambda s: None)
+    assert phases.output_path(strict, "table1").exists()
+    assert phases.output_path(strict, "table1") != phases.output_path(cfg, "table1")
 
 
 def _no_engine():
@@ -274,7 +283,7 @@ def test_resume_after_sigkill_loses_at_most_items_in_flight(tmp_path, tok):
         "eng = fake_for(cfg, tok, delay=0.2)\n"
         "phases.run(cfg, make_engine=lambda: eng, log=lambda s: print(s, flush=True))\n"
     )
-    e_file = cfg.results_dir / "scratch" / "E.jsonl"
+    e_file = phases.scratch_dir(cfg) / "E.jsonl"
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         cwd=REPO_ROOT,
@@ -296,7 +305,7 @@ def test_resume_after_sigkill_loses_at_most_items_in_flight(tmp_path, tok):
         if proc.poll() is None:
             proc.kill()
     before = {tuple(r["key"]) for r in store.read_jsonl(e_file)}
-    done_a = store.read_jsonl(cfg.results_dir / "scratch" / "A.jsonl")
+    done_a = store.read_jsonl(phases.scratch_dir(cfg) / "A.jsonl")
     assert len(done_a) == 2 and len(before) >= 3
     eng = fake_for(cfg, tok)
     res = phases.run(cfg, make_engine=lambda: eng, log=lambda s: None)

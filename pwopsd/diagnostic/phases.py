@@ -17,12 +17,13 @@
 The tensor-level work of B-D lives in :mod:`pwopsd.diagnostic.teacher`, the files in
 :mod:`pwopsd.diagnostic.store`, the statistics in :mod:`pwopsd.diagnostic.stats`.
 
-On disk (``<results_dir>/scratch/``, not committed): ``plan.json`` (the settings the files were
+On disk (``<results_dir>/scratch/<tag>/``, not committed): ``plan.json`` (the settings the files were
 made with; a rerun with other settings is refused, naming them), then one JSONL file per phase
 A-E, appended and flushed row by row. A rerun reads them, skips finished problems (A-D) and
 finished continuations (E), so a SIGKILL loses at most the rows in flight; a torn last line is
 ignored. F and G are cheap and recomputed from those files on every run. The results the book
-reads (``diagnostic.json``, ``table1.json``, ``figure1.json``) go to ``<results_dir>/``.
+reads (``diagnostic.json``, ``table1.json``, ``figure1.json``) go to ``<results_dir>/``; a
+smaller or otherwise configured run writes ``<stem>.<tag>.json`` beside them instead.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 from pwopsd.config import REPO_ROOT, BenchmarkSpec, DiagnosticConfig, Profile
 from pwopsd.data import Problem, load_benchmark
 from pwopsd.diagnostic.report import LABELS, figure1_data, phase_f, table1
-from pwopsd.diagnostic.store import Appender, check_plan, read_jsonl
+from pwopsd.diagnostic.store import Appender, check_plan, read_jsonl, sample_tag
 from pwopsd.diagnostic.teacher import (
     DropoutHooks,
     boxed_start,
@@ -604,6 +605,20 @@ def phase_e(ctx: Context) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
+def output_path(cfg: DiagnosticConfig, stem: str) -> Path:
+    """``<results_dir>/<stem>.json`` for the full configuration, ``<stem>.<tag>.json`` for a
+    smaller or otherwise different one (:meth:`~pwopsd.config.NotebookConfig.scale_tag`), so a
+    quick run never replaces the files the book reads."""
+    tag = cfg.scale_tag()
+    return cfg.results_dir / (f"{stem}.{tag}.json" if tag else f"{stem}.json")
+
+
+def scratch_dir(cfg: DiagnosticConfig) -> Path:
+    """``<results_dir>/scratch/<seed and sampling tag>/``: one directory per set of the settings
+    phases A-E depend on, so runs differing only in F/G thresholds share the samples."""
+    return cfg.results_dir / "scratch" / sample_tag(cfg)
+
+
 def plan_summary(cfg: DiagnosticConfig, profile: Profile) -> dict[str, Any]:
     """What a run would do (``--dry-run``): model, pools, budgets, upper bounds on the work."""
     pools: dict[str, Any] = {}
@@ -629,10 +644,8 @@ def plan_summary(cfg: DiagnosticConfig, profile: Profile) -> dict[str, Any]:
         "max_forced_children": n_cand * cfg.children_per_candidate,
         "max_continuations": n_cand * cfg.children_per_candidate * cfg.rollouts_per_child,
         "mc_dropout_passes": cfg.max_problems * cfg.mc_samples,
-        "scratch": str(cfg.results_dir / "scratch"),
-        "results": [
-            str(cfg.results_dir / f) for f in ("diagnostic.json", "table1.json", "figure1.json")
-        ],
+        "scratch": str(scratch_dir(cfg)),
+        "results": [str(output_path(cfg, stem)) for stem in ("diagnostic", "table1", "figure1")],
     }
 
 
@@ -649,7 +662,7 @@ def run(
     stops once that phase is on disk.
     """
     profile = cfg.get_profile()
-    scratch = cfg.results_dir / "scratch"
+    scratch = scratch_dir(cfg)
     scratch.mkdir(parents=True, exist_ok=True)
     check_plan(scratch, cfg, profile.main_model)
     ctx = Context(cfg, profile, scratch, select_problems(cfg, profile), make_engine, log)
@@ -684,10 +697,10 @@ def run(
     fig = figure1_data(records)
     timings["G"] = round(time.time() - t0, 2)
     wall = time.time() - start
-    out = cfg.results_dir
+    files = {stem: output_path(cfg, stem) for stem in ("diagnostic", "table1", "figure1")}
     prov = dict(profile=cfg.profile, seed=cfg.seed, wall_seconds=wall)
-    write_results(out / "table1.json", {"rows": rows}, **prov)
-    write_results(out / "figure1.json", {**fig, "records": records}, **prov)
+    write_results(files["table1"], {"rows": rows}, **prov)
+    write_results(files["figure1"], {**fig, "records": records}, **prov)
     result = {
         "section": "diagnostic",
         "status": "ok",
@@ -696,7 +709,9 @@ def run(
         "phase_seconds": timings,
         "position_orientation": cfg.position_orientation,
         "config": cfg.to_dict(),
+        "scale_tag": cfg.scale_tag(),
+        "files": {stem: path.name for stem, path in files.items()},
     }
-    write_results(out / "diagnostic.json", result, **prov)
-    log(f"[diagnostic] labels {labels}; wrote {out}/table1.json in {wall:.0f} s")
-    return {**result, "table1": rows}
+    write_results(files["diagnostic"], result, **prov)
+    log(f"[diagnostic] labels {labels}; wrote {files['table1']} in {wall:.0f} s")
+    return {**result, "table1": rows, "paths": {k: str(v) for k, v in files.items()}}

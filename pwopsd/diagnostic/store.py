@@ -66,6 +66,22 @@ class Appender:
         self.close()
 
 
+def sample_tag(cfg: DiagnosticConfig) -> str:
+    """Name of a run's scratch directory: the seed, then every setting phases A-E depend on
+    that differs from its default ("seed1-full" for the default configuration)."""
+    default = type(cfg)()
+    parts = [f"seed{cfg.seed}"]
+    for keys in _PHASE_KEYS.values():
+        for k in keys:
+            if k in ("profile", "seed"):
+                continue
+            value = getattr(cfg, k)
+            if value != getattr(default, k):
+                text = "+".join(map(str, value)) if isinstance(value, list | tuple) else value
+                parts.append(f"{k}{text}")
+    return "-".join(parts) if len(parts) > 1 else f"{parts[0]}-full"
+
+
 def model_fingerprint(model: str, hash_below: int = 64 * 2**20) -> str:
     """SHA-256 over a local model directory's files (name, size, and the content of files under
     ``hash_below`` bytes, the modification time of larger ones); a hub name is its own print."""
