@@ -51,7 +51,8 @@ def run_diagnostic(cfg: DiagnosticConfig) -> dict[str, Any]:
     """Run (or resume) the branch-viability diagnostic, phases A-G.
 
     Writes ``diagnostic.json``, ``table1.json`` and ``figure1.json`` under
-    ``results/<profile>/diagnostic/`` (per-phase files under its ``scratch/``).
+    ``results/<profile>/diagnostic/`` (``<name>.<tag>.json`` for a smaller or otherwise
+    configured run; per-phase files under its ``scratch/``).
     """
     from pwopsd.diagnostic.phases import run
 

@@ -151,10 +151,11 @@ def test_run_writes_table1_and_figure1(tmp_path, tok):
     assert set(fig["series"]) == {"diversity", "real_uncertain", "gray", "all"}
     doc = json.loads(phases.output_path(cfg, "diagnostic").read_text())
     assert doc["status"] == "ok" and doc["provenance"]["profile"] == "toy"
-    labels = {r["label"] for r in fig["records"]}
-    assert labels <= {"diversity", "real_uncertain", "gray"}
+    records = json.loads((phases.scratch_dir(cfg) / "candidates.json").read_text())
+    assert {r["label"] for r in records} <= {"diversity", "real_uncertain", "gray"}
+    assert len(fig["series"]["all"]["u"]) == len(records)
     # the scripted viability: every even child viable, every odd child never
-    for r in fig["records"]:
+    for r in records:
         assert r["viability"] == [1.0 if c % 2 == 0 else 0.0 for c in r["children"]]
 
 

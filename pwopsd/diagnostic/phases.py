@@ -51,7 +51,7 @@ from pwopsd.diagnostic.teacher import (
     valid_token_mask,
 )
 from pwopsd.grading import extract_answer, is_correct
-from pwopsd.provenance import write_results
+from pwopsd.provenance import write_json, write_results
 from pwopsd.sampling import SampleRequest, derive_seed
 
 SHARED_BENCHMARKS = REPO_ROOT.parent / "shared" / "data" / "benchmarks"
@@ -700,7 +700,9 @@ def run(
     files = {stem: output_path(cfg, stem) for stem in ("diagnostic", "table1", "figure1")}
     prov = dict(profile=cfg.profile, seed=cfg.seed, wall_seconds=wall)
     write_results(files["table1"], {"rows": rows}, **prov)
-    write_results(files["figure1"], {**fig, "records": records}, **prov)
+    write_results(files["figure1"], fig, **prov)
+    # every candidate with its scores, viabilities and label, for inspection (not committed)
+    write_json(scratch / "candidates.json", records)
     result = {
         "section": "diagnostic",
         "status": "ok",
