@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,38 @@ def check_model_paths(model: str, adapter: str | None) -> None:
 def adapter_rank(adapter: str) -> int:
     """The LoRA rank ``r`` of a PEFT adapter directory."""
     return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
+
+
+_PR_SET_PDEATHSIG = 1
+OWNER_ENV = "PWOPSD_ENGINE_OWNER"
+"""Set by :func:`build_vllm` to its process id; vLLM's child processes inherit it."""
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        return
+    if os.getppid() == 1:  # the parent died before we got here
+        os._exit(1)
+
+
+def vllm_plugin() -> None:
+    """A vLLM general plugin (entry point ``vllm.general_plugins``), run in every vLLM process.
+
+    The CPU build starts its engine core (and that its workers) with ``spawn``. When the
+    process that built the engine is killed with SIGKILL it cannot stop them, and an orphaned
+    engine core kept spinning at ~85% of a core. In the processes our factory's engine starts
+    (not the owner itself, nor engines built elsewhere), this asks the kernel to kill each one
+    with its parent.
+    """
+    owner = os.environ.get(OWNER_ENV)
+    if owner and owner != str(os.getpid()) and sys.platform.startswith("linux"):
+        _die_with_parent()
 
 
 def on_cpu() -> bool:
@@ -223,6 +256,7 @@ def build_vllm(
         model, settings, seed=seed, enable_lora=enable_lora, max_lora_rank=max_lora_rank
     )
     kwargs = {**plan.kwargs, **overrides}
+    os.environ[OWNER_ENV] = str(os.getpid())  # children die with us (see vllm_plugin)
     from vllm import LLM
 
     t0 = time.perf_counter()

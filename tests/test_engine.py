@@ -156,3 +156,67 @@ def test_readme_evaluation_example_end_to_end(tmp_path):
         summary["datasets"][b]["problems"] for b in benches
     )
     assert f"wrote {out / 'summary.json'}" in proc.stdout
+
+
+_ENGINE_SCRIPT = """
+import time
+from pwopsd.config import get_profile
+from pwopsd.engine import build_vllm
+prof = get_profile("toy")
+llm, plan, seconds = build_vllm(prof.main_model, prof.engine)
+print("READY", flush=True)
+time.sleep(600)
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.vllm
+def test_engine_processes_die_with_a_killed_parent():
+    """SIGKILL the process that built the engine: its engine core and workers must not linger."""
+    import signal
+    import time
+
+    import psutil
+
+    pytest.importorskip("vllm")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ENGINE_SCRIPT],
+        cwd=REPO_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:  # vLLM logs to stdout too
+            if line.strip() == "READY":
+                break
+        else:
+            raise AssertionError("the engine never started")
+        children = _descendants(proc.pid)
+        assert children, "vLLM started no child processes"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        alive = children
+        while alive and time.monotonic() < deadline:
+            alive = [
+                p
+                for p in children
+                if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+            ]
+            time.sleep(0.5)
+        assert not alive, f"orphaned vLLM processes still running: {alive}"
+    finally:
+        for p in _descendants(proc.pid):
+            os.kill(p, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
