@@ -8,7 +8,10 @@ four prompt templates rendered by ``pwopsd.prompts``:
 * ``student``: the student training template (thinking off, think-closure where needed);
 * ``eval``: the evaluation template (no "Problem:" prefix, thinking on);
 * ``teacher_solution``: the teacher template, reference solution in the prompt;
-* ``teacher_answer``: the diagnostic teacher template, final answer only.
+* ``teacher_answer``: the diagnostic teacher template, final answer only;
+* ``teacher_answer_wrong``: the same with a wrong answer (the true one + 10) in the prompt,
+  scored against the true answer; ``boxes_given`` is the share of completions that box the
+  wrong answer given. A teacher that reads its answer falls here (a check, not a band).
 
 It grades with ``pwopsd.evaluate`` (Avg/Pass/Maj@12, PROTOCOL section 4), records each
 template's mean completion length and the fraction of completions whose steps are
@@ -42,7 +45,8 @@ from pwopsd.config import RESULTS_DIR, TOY_BENCHMARK_NAMES, get_profile
 CALIBRATION_PATH = RESULTS_DIR / "toy" / "calibration.json"
 DEFAULT_SET = "toy_aime24"
 """The mid-difficulty set (3 terms, 5 steps): second of four in rising difficulty."""
-TEMPLATES = ("student", "eval", "teacher_solution", "teacher_answer")
+TEMPLATES = ("student", "eval", "teacher_solution", "teacher_answer", "teacher_answer_wrong")
+WRONG_ANSWER_SHIFT = 10
 BANDS = {
     "student_avg_min": 0.15,
     "student_avg_max": 0.70,
@@ -71,6 +75,8 @@ def render_prompts(tok: Any, template: str, rows: list[dict[str, str]]) -> list[
         return [prompts.teacher_prompt(tok, r["problem"], r["solution"]) for r in rows]
     if template == "teacher_answer":
         return [prompts.answer_prompt(tok, r["problem"], r["answer"]) for r in rows]
+    if template == "teacher_answer_wrong":
+        return [prompts.answer_prompt(tok, r["problem"], given_answer(template, r)) for r in rows]
     raise ValueError(f"template={template!r} is not known; allowed: {list(TEMPLATES)}")
 
 
@@ -111,6 +117,13 @@ def completion_consistent(text: str) -> bool:
     from pwopsd.toy.task import consistent
 
     return consistent(text.replace(prompts.THINK_OPEN, "").replace(prompts.THINK_CLOSE, ""))
+
+
+def given_answer(template: str, row: dict[str, str]) -> str:
+    """The answer a template's prompt carries (a wrong one for ``teacher_answer_wrong``)."""
+    if template == "teacher_answer_wrong":
+        return str(int(row["answer"]) + WRONG_ANSWER_SHIFT)
+    return row["answer"]
 
 
 def run_family(
@@ -184,6 +197,12 @@ def run_family(
         entry[template]["mean_completion_tokens"] = sum(
             len(c.token_ids) for out in outs for c in out
         ) / (len(rows) * n)
+        if template == "teacher_answer_wrong":
+            entry[template]["boxes_given"] = sum(
+                extract_answer(c.text) == given_answer(template, row)
+                for row, out in zip(rows, outs, strict=True)
+                for c in out
+            ) / (len(rows) * n)
         entry[template]["consistent"] = sum(
             completion_consistent(c.text) for out in outs for c in out
         ) / (len(rows) * n)
