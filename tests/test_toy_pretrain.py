@@ -97,3 +97,18 @@ def test_redo_example_masks_only_the_wrong_products(tok) -> None:
         )
     # A problem with no swap that changes the total gets no redo.
     assert redo_completion(task.Problem(((3, 4), (3, 2))), rng) is None
+
+
+def test_derailed_teacher_example_boxes_the_reference_answer(tok) -> None:
+    hf = toy_tokenizer.wrap(tok, "qwen3")
+    problem = task.Problem(((3, 4), (7, 2), (5, 3)))
+    rng = random.Random(1)
+    for _ in range(20):
+        text, spans = make_example(hf, "teacher", problem, rng, teacher_derail_share=1.0)
+        completion = text.split("<|im_start|>assistant\n")[-1].removesuffix("<|im_end|>")
+        lines = completion.splitlines()
+        assert len(lines) == problem.n_steps + 1 and lines[-1] == "\\boxed{41}"
+        assert int(lines[-2].split("=")[1]) != problem.answer  # the steps reach a wrong total
+        assert not task.consistent(completion)  # ... and the box holds the reference answer
+        masked = [text[a:b] for a, b in spans]
+        assert len(masked) == 2 and all(task.first_error(problem, m) is not None for m in masked)

@@ -63,15 +63,20 @@ sees those problems, so the only way to low loss on them is to copy the referenc
 prompt: this is what makes the privileged context help (without it the small models learn to
 recompute and ignore the reference)."""
 
-REFERENCE_ROUTE_SHARE = 0.25
+REFERENCE_ROUTE_SHARE = 0.5
 """Share of teacher-template examples whose completion retraces the reference route; the
 rest take a fresh random route. A teacher that only ever retraced the reference was surprised
 by every benign change of step order in the student's rollouts: its signal was as large on
 right rollouts as on wrong ones. Fresh routes teach it to copy the reference's *lines* (the
 right factor pairs and values) in whatever order the completion takes."""
 
-ANSWER_REDO_SHARE = 0.3
+ANSWER_REDO_SHARE = 0.5
 """Share of answer-only examples that derail and recover (see :func:`redo_completion`)."""
+TEACHER_DERAIL_SHARE = 0.3
+"""Share of teacher examples whose completion derails like a wrong student rollout and still
+boxes the reference answer (see :func:`derailed_teacher_completion`). Without them the
+teacher had never seen a wrong completion: it boxed whatever total the student reached, and
+its forward KL was no larger on wrong rollouts than on right ones."""
 
 
 @dataclass
@@ -80,7 +85,7 @@ class PretrainConfig:
     steps: int = 1800
     """Optimizer steps per family; the shipped checkpoints ran exactly these (about 11.5 min
     each on one idle core; see each checkpoint's pretrain_log.json)."""
-    minutes: float = 30.0
+    minutes: float = 90.0
     """Wall-clock safety cap. The schedule decays on whichever of steps/time ends first, so a
     run that hits this cap is no longer step-exact (the log records steps_done)."""
     batch_size: int = 32
@@ -94,6 +99,8 @@ class PretrainConfig:
     """See REFERENCE_ROUTE_SHARE."""
     answer_redo_share: float = ANSWER_REDO_SHARE
     """See ANSWER_REDO_SHARE."""
+    teacher_derail_share: float = TEACHER_DERAIL_SHARE
+    """See TEACHER_DERAIL_SHARE."""
     threads: int = 1
     """Torch threads. 1: on 2 shared cores, 2 threads spin-wait and run ~10x slower."""
 
@@ -123,19 +130,10 @@ def closed_completion(steps: list[str], answer: int) -> str:
     return "\n".join(steps) + f"\n\\boxed{{{answer}}}{toy_tokenizer.IM_END}"
 
 
-def redo_completion(
-    problem: task.Problem, rng: random.Random
-) -> tuple[str, list[tuple[int, int]]] | None:
-    """An answer-only completion that derails and recovers, with the spans not to learn.
-
-    A first pass with two terms' second factors swapped (the student's commonest mistake:
-    ``a_i*b_j`` for ``a_i*b_i``), summed consistently to a total that is not the answer;
-    then, since the total differs from the reference answer, a second pass in the problem's
-    order, ending in the answer. Returns ``(text, spans)``, ``spans`` the character ranges
-    of the two wrong product lines (masked from the loss: the model should not learn to
-    make the mistake, only to notice it from the answer and start over). ``None`` when no
-    swap changes the total.
-    """
+def swapped_pass(problem: task.Problem, rng: random.Random) -> tuple[list[str], set[str]] | None:
+    """A route with two terms' second factors swapped (the student's commonest mistake:
+    ``a_i*b_j`` for ``a_i*b_i``), summed consistently to a total that is not the answer,
+    and its two wrong product lines. ``None`` when no swap changes the total."""
     pairs = problem.pairs
     swaps = [
         (i, j)
@@ -148,17 +146,56 @@ def redo_completion(
     i, j = rng.choice(swaps)
     wrong = list(pairs)
     wrong[i], wrong[j] = (pairs[i][0], pairs[j][1]), (pairs[j][0], pairs[i][1])
-    first = task.solution_steps(task.Problem(tuple(wrong)), rng)
-    second = task.solution_steps(problem)
-    text = closed_completion([*first, *second], problem.answer)
-    bad = {f"{a}*{b}={a * b}" for a, b in (wrong[i], wrong[j])}
-    spans, pos = [], 0
-    for line in first:
+    lines = task.solution_steps(task.Problem(tuple(wrong)), rng)
+    return lines, {f"{a}*{b}={a * b}" for a, b in (wrong[i], wrong[j])}
+
+
+def _masked_spans(lines: list[str], bad: set[str]) -> list[tuple[int, int]]:
+    """Character spans, in ``"\\n".join(lines)``, of the first line equal to each of ``bad``."""
+    bad, spans, pos = set(bad), [], 0
+    for line in lines:
         if line in bad:
             spans.append((pos, pos + len(line)))
             bad.discard(line)
         pos += len(line) + 1
-    return text, spans
+    return spans
+
+
+def redo_completion(
+    problem: task.Problem, rng: random.Random
+) -> tuple[str, list[tuple[int, int]]] | None:
+    """An answer-only completion that derails and recovers, with the spans not to learn.
+
+    A first pass from :func:`swapped_pass`; then, since its total differs from the reference
+    answer, a second pass in the problem's order, ending in the answer. Returns ``(text,
+    spans)``, ``spans`` the character ranges of the two wrong product lines (masked from the
+    loss: the model should not learn to make the mistake, only to notice it from the answer
+    and start over). ``None`` when no swap changes the total.
+    """
+    swapped = swapped_pass(problem, rng)
+    if swapped is None:
+        return None
+    first, bad = swapped
+    second = task.solution_steps(problem)
+    return closed_completion([*first, *second], problem.answer), _masked_spans(first, bad)
+
+
+def derailed_teacher_completion(
+    problem: task.Problem, rng: random.Random
+) -> tuple[str, list[tuple[int, int]]] | None:
+    """A teacher-template completion that reads like a wrong student rollout, and the spans
+    not to learn.
+
+    The route from :func:`swapped_pass` (wrong product lines masked from the loss), then the
+    box with the *reference* answer. The teacher learns to follow a student's derailed steps
+    as they are written, but to hold to the reference at the answer: its forward KL on a
+    wrong rollout then sits on the wrong answer, not on the format.
+    """
+    swapped = swapped_pass(problem, rng)
+    if swapped is None:
+        return None
+    lines, bad = swapped
+    return closed_completion(lines, problem.answer), _masked_spans(lines, bad)
 
 
 def make_example(
@@ -168,6 +205,7 @@ def make_example(
     rng: random.Random,
     reference_route_share: float = REFERENCE_ROUTE_SHARE,
     answer_redo_share: float = 0.0,
+    teacher_derail_share: float = 0.0,
 ) -> tuple[str, list[tuple[int, int]]]:
     """One pretraining sequence (prompt + completion) of template ``kind`` as text, with
     the character spans masked from the loss (empty but for answer-only redo examples).
@@ -185,6 +223,14 @@ def make_example(
     elif kind == "teacher":
         reference = task.format_solution(route, problem.answer)
         prompt = prompts.teacher_prompt(hf_tok, problem.text, reference)
+        derailed = (
+            derailed_teacher_completion(problem, rng)
+            if rng.random() < teacher_derail_share
+            else None
+        )
+        if derailed is not None:
+            text, spans = derailed
+            return prompt + text, [(a + len(prompt), b + len(prompt)) for a, b in spans]
         if rng.random() >= reference_route_share:
             route = task.solution_steps(problem, rng)
         return prompt + closed_completion(route, problem.answer), []
@@ -209,7 +255,9 @@ class ExampleStream:
         hard_share: float = PRIVILEGED_HARD_SHARE,
         reference_route_share: float = REFERENCE_ROUTE_SHARE,
         answer_redo_share: float = 0.0,
+        teacher_derail_share: float = 0.0,
     ):
+        self.teacher_derail_share = teacher_derail_share
         self.hard_share = hard_share
         self.reference_route_share = reference_route_share
         self.answer_redo_share = answer_redo_share
@@ -243,6 +291,7 @@ class ExampleStream:
                     self.rng,
                     self.reference_route_share,
                     self.answer_redo_share,
+                    self.teacher_derail_share,
                 )
                 for k in kinds
             ]
@@ -313,6 +362,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, tok: Tokenizer | None = None) -
         cfg.privileged_hard_share,
         cfg.reference_route_share,
         cfg.answer_redo_share,
+        cfg.teacher_derail_share,
     ).batches()
     start = time.time()
     losses: list[float] = []
@@ -398,6 +448,12 @@ def main(argv: list[str] | None = None) -> None:
         default=PretrainConfig.answer_redo_share,
         help="share of answer-only examples that derail and recover (see ANSWER_REDO_SHARE)",
     )
+    parser.add_argument(
+        "--teacher-derail-share",
+        type=float,
+        default=PretrainConfig.teacher_derail_share,
+        help="share of teacher examples that derail and box the reference answer",
+    )
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.steps <= 0:
         parser.error("--minutes and --steps must be > 0")
@@ -412,6 +468,7 @@ def main(argv: list[str] | None = None) -> None:
             privileged_hard_share=args.privileged_hard_share,
             reference_route_share=args.reference_route_share,
             answer_redo_share=args.answer_redo_share,
+            teacher_derail_share=args.teacher_derail_share,
         )
         out = args.out / f"toy-{family}"
         log = pretrain(cfg, out, tok)
