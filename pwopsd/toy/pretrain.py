@@ -10,19 +10,26 @@ own chat template, followed by a completion, drawn from a mixture:
 
 * evaluation template (thinking on) and student template (thinking off, think-closure):
   a fresh random valid route of the problem;
-* teacher template (reference solution in the prompt): the completion follows the reference
-  route, so the privileged context helps;
-* answer-only template (final answer in the prompt): a fresh route ending in that answer.
+* teacher template (reference solution in the prompt, thinking on): a think-closed
+  completion, as the student writes it (issue 9: OPSD scores the student's rollout under the
+  teacher prompt, so the teacher is trained on that pairing). ``TEACHER_DERAIL_SHARE`` of
+  them derail like a wrong student rollout and still box the reference answer; of the rest,
+  ``REFERENCE_ROUTE_SHARE`` retrace the reference route and the others take a fresh route;
+* answer-only template (final answer in the prompt, thinking on): a think-closed fresh
+  route ending in that answer; ``ANSWER_REDO_SHARE`` of them derail, notice that the total
+  is not the answer, and start over (:func:`redo_completion`).
 
-Completions: with a closed think block, ``steps\\n\\boxed{N}<|im_end|>``; with thinking on,
-``<think>\\nsteps\\n</think>\\n\\n\\boxed{N}<|im_end|>`` (the ``<think>\\n`` is in the prompt
-already when the template opened it). Loss: next-token cross-entropy on every non-pad token.
+Completions: with a closed think block, ``steps\\n\\boxed{N}<|im_end|>``; with thinking on
+(evaluation template), ``<think>\\nsteps\\n</think>\\n\\n\\boxed{N}<|im_end|>`` (the
+``<think>\\n`` is in the prompt already when the template opened it). Loss: next-token
+cross-entropy on every non-pad token except the wrong product lines of derailed examples.
 
 Problems are drawn from the training difficulty with a fixed seed, excluding every held-out
 problem. The schedule (linear warm-up, cosine decay) runs on ``progress = max(step/steps,
 elapsed/(minutes*60))``: a run that hits the wall-clock cap first decays on time, so it is
-reproducible only on a machine of the same speed. The defaults (1800 steps, 30-minute cap)
-are step-exact on a 2-core machine; the shipped checkpoints were made with them.
+reproducible only on a machine of the same speed. The defaults (1800 steps, 90-minute cap)
+are step-exact on a 2-core machine, busy or not; each checkpoint's pretrain_log.json records
+its steps and wall time.
 
 Part of the teacher and answer-only examples (``PRIVILEGED_HARD_SHARE``) use harder problems
 (factors up to 9) that the student template never sees. Only copying from the privileged
@@ -64,11 +71,13 @@ prompt: this is what makes the privileged context help (without it the small mod
 recompute and ignore the reference)."""
 
 REFERENCE_ROUTE_SHARE = 0.5
-"""Share of teacher-template examples whose completion retraces the reference route; the
+"""Share of (non-derailed) teacher examples whose completion retraces the reference route; the
 rest take a fresh random route. A teacher that only ever retraced the reference was surprised
-by every benign change of step order in the student's rollouts: its signal was as large on
-right rollouts as on wrong ones. Fresh routes teach it to copy the reference's *lines* (the
-right factor pairs and values) in whatever order the completion takes."""
+by every benign change of step order in the student's rollouts, so its signal was as large on
+right rollouts as on wrong ones. A teacher that mostly took fresh routes (a share of 0.25 in a
+trial run) lost its lead over the student: at this size, finding which factors go together is
+no easier with the reference in the prompt unless the completion follows the reference's
+order, so retracing is where the solution teacher's accuracy comes from."""
 
 ANSWER_REDO_SHARE = 0.5
 """Share of answer-only examples that derail and recover (see :func:`redo_completion`)."""
