@@ -8,7 +8,7 @@ PROFILE ?= toy
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install book main-table test test-slow lint format lab sync-notebooks toy-data toy-models calibrate bench bench-loss bench-grading bench-rollout check-triton clean-book
+.PHONY: install book main-table test test-slow lint format lab sync-notebooks toy-data toy-models calibrate teacher-signal bench bench-loss bench-grading bench-rollout check-triton clean-book
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -48,11 +48,15 @@ sync-notebooks: $(STAMP)  ## after editing notebooks/*.py, refresh the paired .i
 toy-data: $(STAMP)  ## regenerate data/toy/*.jsonl
 	$(PY) -m pwopsd.toy.build_data
 
-toy-models: $(STAMP)  ## retrain the three shipped toy checkpoints (1800 steps, seed 0: ~11-12 min each)
+toy-models: $(STAMP)  ## retrain the three shipped toy checkpoints (1800 steps, seed 0; see each pretrain_log.json)
 	$(PY) -m pwopsd.toy.pretrain --family all
 
-calibrate: $(STAMP)  ## results/toy/calibration.json
+calibrate: $(STAMP)  ## results/toy/calibration.json: scores per template, then each family's teacher_signal
 	$(PY) -m pwopsd.toy.calibrate
+	$(PY) -m pwopsd.toy.teacher_signal
+
+teacher-signal: $(STAMP)  ## only the teacher-signal measurement (toy_val rollouts, HF forwards) into calibration.json
+	$(PY) -m pwopsd.toy.teacher_signal
 
 bench: bench-loss bench-grading bench-rollout  ## loss, grading and rollout benchmarks -> results/bench/*.json
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from safetensors.torch import load_file
 
-from pwopsd.toy import check_checkpoint
-from pwopsd.toy.pretrain import PretrainConfig, build_tokenizer, completion_text, pretrain
+from pwopsd.toy import check_checkpoint, task
+from pwopsd.toy import tokenizer as toy_tokenizer
+from pwopsd.toy.pretrain import (
+    PretrainConfig,
+    build_tokenizer,
+    completion_text,
+    make_example,
+    pretrain,
+    redo_completion,
+    tokenize_masked,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +56,59 @@ def test_completion_follows_the_prompt_ending() -> None:
     assert opened == "3*4=12\n</think>\n\n\\boxed{12}<|im_end|>"
     fresh = completion_text("...assistant\n", steps, answer)
     assert fresh == "<think>\n3*4=12\n</think>\n\n\\boxed{12}<|im_end|>"
+
+
+@pytest.mark.parametrize("family", ["qwen3", "llama"])
+def test_privileged_templates_continue_think_closed(tok, family) -> None:
+    """Teacher and answer-only prompts (thinking on) go on like a student rollout: steps, box,
+    end of turn, no think tags; the evaluation template still thinks."""
+    hf = toy_tokenizer.wrap(tok, family)
+    problem = task.Problem(((3, 4), (7, 2), (5, 3)))
+    rng = random.Random(0)
+    for kind in ("teacher", "answer"):
+        text, spans = make_example(hf, kind, problem, rng)
+        assert spans == []
+        completion = text.split("<|im_start|>assistant\n")[-1].removeprefix("<think>\n")
+        assert "<think>" not in completion and "</think>" not in completion
+        assert task.first_error(problem, completion.removesuffix("<|im_end|>")) is None
+    text, _ = make_example(hf, "eval", problem, rng)
+    assert "</think>\n\n\\boxed{41}<|im_end|>" in text
+
+
+def test_redo_example_masks_only_the_wrong_products(tok) -> None:
+    hf = toy_tokenizer.wrap(tok, "llama")
+    problem = task.Problem(((3, 4), (7, 2), (5, 3)))
+    rng = random.Random(0)
+    for _ in range(20):
+        text, spans = make_example(hf, "answer", problem, rng, answer_redo_share=1.0)
+        completion = text.split("<think>\n")[-1].removesuffix("<|im_end|>")
+        lines = completion.splitlines()
+        assert len(lines) == 2 * problem.n_steps + 1  # two passes and the box
+        first_total = int(lines[problem.n_steps - 1].split("=")[1])
+        assert first_total != problem.answer and lines[-1] == "\\boxed{41}"
+        assert task.consistent(completion)
+        masked = [text[a:b] for a, b in spans]
+        assert len(masked) == 2 and all(m in lines[: problem.n_steps] for m in masked)
+        assert all(task.first_error(problem, m, finished=False) is not None for m in masked)
+        ids, learn = tokenize_masked(hf, text, spans)
+        assert ids == hf(text, add_special_tokens=False)["input_ids"]
+        assert hf.decode([i for i, keep in zip(ids, learn, strict=True) if not keep]) == "".join(
+            masked
+        )
+    # A problem with no swap that changes the total gets no redo.
+    assert redo_completion(task.Problem(((3, 4), (3, 2))), rng) is None
+
+
+def test_derailed_teacher_example_boxes_the_reference_answer(tok) -> None:
+    hf = toy_tokenizer.wrap(tok, "qwen3")
+    problem = task.Problem(((3, 4), (7, 2), (5, 3)))
+    rng = random.Random(1)
+    for _ in range(20):
+        text, spans = make_example(hf, "teacher", problem, rng, teacher_derail_share=1.0)
+        completion = text.split("<|im_start|>assistant\n")[-1].removesuffix("<|im_end|>")
+        lines = completion.splitlines()
+        assert len(lines) == problem.n_steps + 1 and lines[-1] == "\\boxed{41}"
+        assert int(lines[-2].split("=")[1]) != problem.answer  # the steps reach a wrong total
+        assert not task.consistent(completion)  # ... and the box holds the reference answer
+        masked = [text[a:b] for a, b in spans]
+        assert len(masked) == 2 and all(task.first_error(problem, m) is not None for m in masked)

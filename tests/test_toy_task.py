@@ -102,7 +102,8 @@ def _read(path) -> list[dict]:
 def test_shipped_data_matches_the_generator(tmp_path) -> None:
     counts = build_data.build(tmp_path)
     assert counts["train"] == build_data.TRAIN_SIZE
-    for name in (*TOY_BENCHMARK_NAMES, "train"):
+    assert counts[build_data.VAL_NAME] == build_data.EVAL_SIZE
+    for name in (*TOY_BENCHMARK_NAMES, build_data.VAL_NAME, "train"):
         shipped = TOY_DATA_DIR / f"{name}.jsonl"
         assert shipped.read_bytes() == (tmp_path / f"{name}.jsonl").read_bytes(), (
             f"{shipped} differs from `python -m pwopsd.toy.build_data`"
@@ -131,6 +132,43 @@ def test_benchmark_rows_grade_correct_and_rise_in_difficulty() -> None:
         mean_steps.append(sum(steps) / len(steps))
         assert is_correct(rows[0]["answer"], rows[0]["answer"])
     assert mean_steps == sorted(mean_steps) and mean_steps[0] < mean_steps[-1]
-    train = _read(profile.train_data)
-    assert not eval_texts & {r["problem"] for r in train}, "held-out problems leak into train"
+    train = {r["problem"] for r in _read(profile.train_data)}
+    val = {r["problem"] for r in _read(TOY_DATA_DIR / f"{build_data.VAL_NAME}.jsonl")}
+    assert not eval_texts & train, "held-out problems leak into train"
+    assert not val & train and not val & eval_texts, "the validation set overlaps another split"
     assert eval_texts == build_data.eval_problem_texts()
+    assert eval_texts | val == build_data.heldout_problem_texts()
+
+
+PROBLEM = task.Problem(((3, 4), (7, 2), (5, 3)))
+
+
+def test_first_error_accepts_every_valid_route() -> None:
+    rng = random.Random(1)
+    for _ in range(50):
+        text = task.format_solution(task.solution_steps(PROBLEM, rng), PROBLEM.answer)
+        assert task.first_error(PROBLEM, text) is None
+        cut = text[: rng.randrange(len(text))]
+        assert task.first_error(PROBLEM, cut, finished=False) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "wrong_at"),
+    [
+        ("3*2=6", "3*|2=6"),  # wrong operand: 3 is paired with 4, not 2
+        ("3*4=12\n3*4=12", "3*4=12\n|3*4=12"),  # repeated term
+        ("3*4=13", "3*4=1|3"),  # arithmetic slip
+        ("3*4=12\n7*2=14\n12+14=26\n\\boxed{26}", "3*4=12\n7*2=14\n12+14=26\n|\\boxed{26}"),
+        ("3*4=12\n7*2=14\n12+15=27", "3*4=12\n7*2=14\n12+1|5=27"),  # adds an unknown value
+        ("3*4=12\n7*2=14\n5*3=15\n12+14=26", "3*4=12\n7*2=14\n5*3=15\n12+14=26|"),  # stops
+    ],
+)
+def test_first_error_points_at_the_first_impossible_character(text, wrong_at) -> None:
+    assert task.first_error(PROBLEM, text) == wrong_at.index("|")
+
+
+def test_consistent_checks_the_arithmetic_and_the_box_not_the_route() -> None:
+    assert task.consistent("3*2=6\n7*4=28\n6+28=34\n\\boxed{34}")  # wrong route, consistent
+    assert not task.consistent("3*2=6\n7*4=28\n6+28=34\n\\boxed{41}")  # copied box
+    assert not task.consistent("3*2=7\n\\boxed{7}")  # arithmetic slip
+    assert not task.consistent("\\boxed{41}")  # no worked steps

@@ -8,10 +8,12 @@
 * ``toy_math500`` (2 terms, 3 steps), ``toy_aime24`` (3 terms, 5 steps), ``toy_aime25``
   (4 terms, 7 steps), ``toy_hmmt25`` (5 terms, 9 steps): 64 problems each, canonical-route
   solutions. 64 problems x 12 samples keeps one model's evaluation on all four sets to a
-  few minutes on 2 CPU cores while the standard error of an Avg@12 stays near 4 points.
+  few minutes on 2 CPU cores while the standard error of an Avg@12 stays near 4 points;
+* ``toy_val`` (2 to 5 terms, 64 problems): the held-out **validation** set, for tuning
+  recipes and for the teacher-signal measurement; the four benchmark sets are never tuned on.
 
-No evaluation problem appears in the training corpus (nor in the pretraining stream, which
-excludes them too: see :func:`eval_problem_texts`).
+No held-out problem appears in the training corpus (nor in the pretraining stream, which
+excludes them too: see :func:`heldout_problem_texts`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ EVAL_DIFFICULTIES = {
 assert tuple(EVAL_DIFFICULTIES) == TOY_BENCHMARK_NAMES
 EVAL_SEEDS = {name: 1000 + i for i, name in enumerate(TOY_BENCHMARK_NAMES)}
 TRAIN_SEED = 7
+VAL_NAME = "toy_val"
+VAL_DIFFICULTY = Difficulty(2, 5, max_factor=5)
+VAL_SEED = 2000
 
 
 def eval_sets() -> dict[str, list[dict[str, str]]]:
@@ -46,13 +51,25 @@ def eval_sets() -> dict[str, list[dict[str, str]]]:
 
 
 def eval_problem_texts() -> set[str]:
-    """Problem texts of every held-out set (excluded from all training data)."""
+    """Problem texts of the four benchmark sets."""
     return {row["problem"] for rows in eval_sets().values() for row in rows}
+
+
+def val_set(exclude: set[str] | None = None) -> list[dict[str, str]]:
+    """The validation set (deterministic), disjoint from the benchmark sets."""
+    exclude = eval_problem_texts() if exclude is None else exclude
+    return make_rows(EVAL_SIZE, VAL_DIFFICULTY, VAL_SEED, VAL_NAME, False, exclude)
+
+
+def heldout_problem_texts() -> set[str]:
+    """Problem texts of every held-out set, validation included (excluded from training)."""
+    bench = eval_problem_texts()
+    return bench | {row["problem"] for row in val_set(bench)}
 
 
 def train_set(exclude: set[str] | None = None) -> list[dict[str, str]]:
     """The training corpus (deterministic), disjoint from the held-out sets."""
-    exclude = eval_problem_texts() if exclude is None else exclude
+    exclude = heldout_problem_texts() if exclude is None else exclude
     return make_rows(TRAIN_SIZE, TRAIN_DIFFICULTY, TRAIN_SEED, "toy_train", True, exclude)
 
 
@@ -67,6 +84,8 @@ def build(out_dir: Path = TOY_DATA_DIR) -> dict[str, int]:
     """Write every split under ``out_dir``; returns rows per file."""
     sets = eval_sets()
     exclude = {row["problem"] for rows in sets.values() for row in rows}
+    sets[VAL_NAME] = val_set(exclude)
+    exclude |= {row["problem"] for row in sets[VAL_NAME]}
     sets["train"] = train_set(exclude)
     for name, rows in sets.items():
         write_jsonl(out_dir / f"{name}.jsonl", rows)

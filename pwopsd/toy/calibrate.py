@@ -8,13 +8,21 @@ four prompt templates rendered by ``pwopsd.prompts``:
 * ``student``: the student training template (thinking off, think-closure where needed);
 * ``eval``: the evaluation template (no "Problem:" prefix, thinking on);
 * ``teacher_solution``: the teacher template, reference solution in the prompt;
-* ``teacher_answer``: the diagnostic teacher template, final answer only.
+* ``teacher_answer``: the diagnostic teacher template, final answer only;
+* ``teacher_answer_wrong``: the same with a wrong answer (the true one + 10) in the prompt,
+  scored against the true answer; ``boxes_given`` is the share of completions that box the
+  wrong answer given. A teacher that reads its answer falls here (a check, not a band).
 
-It grades with ``pwopsd.evaluate`` (Avg/Pass/Maj@12, PROTOCOL section 4), checks the bands
-of issue 3 (student Avg@12 in [0.2, 0.7], Pass@12 > Avg@12, teacher >= student + 0.15,
-answer-only > student), also measures how far vLLM's sampled-token logprobs are from the
-HF model's log-softmax on the same tokens, and writes ``results/toy/calibration.json``:
-one entry per family, each with its own "provenance" block.
+It grades with ``pwopsd.evaluate`` (Avg/Pass/Maj@12, PROTOCOL section 4), records each
+template's mean completion length and the fraction of completions whose steps are
+arithmetically consistent with their boxed answer (:func:`pwopsd.toy.task.consistent`),
+checks the bands of issue 9 (student Avg@12 in [0.15, 0.70], Pass@12 at least 0.1 above
+Avg@12, solution teacher >= student + 0.15, answer-only teacher >= student + 0.10 with a
+mean completion length within 30% of the student's), also measures how far vLLM's
+sampled-token logprobs are from the HF model's log-softmax on the same tokens, and writes
+``results/toy/calibration.json``: one entry per family, each with its own "provenance"
+block. ``python -m pwopsd.toy.teacher_signal`` then adds each family's ``teacher_signal``
+(``make calibrate`` runs both).
 
 Each family runs in its own child process (one vLLM engine per process).
 ``python -m pwopsd.toy.calibrate --logprobs-only`` runs just the logprob check.
@@ -36,8 +44,16 @@ from pwopsd.config import RESULTS_DIR, TOY_BENCHMARK_NAMES, get_profile
 CALIBRATION_PATH = RESULTS_DIR / "toy" / "calibration.json"
 DEFAULT_SET = "toy_aime24"
 """The mid-difficulty set (3 terms, 5 steps): second of four in rising difficulty."""
-TEMPLATES = ("student", "eval", "teacher_solution", "teacher_answer")
-BANDS = {"student_avg_min": 0.20, "student_avg_max": 0.70, "teacher_gap_min": 0.15}
+TEMPLATES = ("student", "eval", "teacher_solution", "teacher_answer", "teacher_answer_wrong")
+WRONG_ANSWER_SHIFT = 10
+BANDS = {
+    "student_avg_min": 0.15,
+    "student_avg_max": 0.70,
+    "pass_margin_min": 0.10,
+    "teacher_gap_min": 0.15,
+    "answer_gap_min": 0.10,
+    "answer_length_tolerance": 0.30,
+}
 
 
 def _load_rows(set_name: str, max_problems: int | None) -> list[dict[str, str]]:
@@ -58,6 +74,8 @@ def render_prompts(tok: Any, template: str, rows: list[dict[str, str]]) -> list[
         return [prompts.teacher_prompt(tok, r["problem"], r["solution"]) for r in rows]
     if template == "teacher_answer":
         return [prompts.answer_prompt(tok, r["problem"], r["answer"]) for r in rows]
+    if template == "teacher_answer_wrong":
+        return [prompts.answer_prompt(tok, r["problem"], given_answer(template, r)) for r in rows]
     raise ValueError(f"template={template!r} is not known; allowed: {list(TEMPLATES)}")
 
 
@@ -92,8 +110,28 @@ def logprob_gap(llm: Any, path: str, tok: Any, n_prompts: int = 4, max_tokens: i
     return worst
 
 
+def completion_consistent(text: str) -> bool:
+    """:func:`pwopsd.toy.task.consistent` on a completion, think tags dropped."""
+    from pwopsd import prompts
+    from pwopsd.toy.task import consistent
+
+    return consistent(text.replace(prompts.THINK_OPEN, "").replace(prompts.THINK_CLOSE, ""))
+
+
+def given_answer(template: str, row: dict[str, str]) -> str:
+    """The answer a template's prompt carries (a wrong one for ``teacher_answer_wrong``)."""
+    if template == "teacher_answer_wrong":
+        return str(int(row["answer"]) + WRONG_ANSWER_SHIFT)
+    return row["answer"]
+
+
 def run_family(
-    family: str, set_name: str, n: int | None, max_problems: int | None, logprobs_only: bool
+    family: str,
+    set_name: str,
+    n: int | None,
+    max_problems: int | None,
+    logprobs_only: bool,
+    checkpoints: Path | None = None,
 ) -> dict:
     """Calibrate one family in this process (starts one vLLM engine)."""
     from transformers import AutoTokenizer
@@ -105,7 +143,7 @@ def run_family(
     from pwopsd.toy.checkpoint import check_checkpoint
 
     profile = get_profile("toy")
-    path = profile.models[family]
+    path = str(checkpoints / f"toy-{family}") if checkpoints else profile.models[family]
     check_checkpoint(path)
     start = time.time()
     tok = AutoTokenizer.from_pretrained(path)
@@ -148,19 +186,31 @@ def run_family(
         entry[template]["mean_completion_tokens"] = sum(
             len(c.token_ids) for out in outs for c in out
         ) / (len(rows) * n)
+        if template == "teacher_answer_wrong":
+            entry[template]["boxes_given"] = sum(
+                extract_answer(c.text) == given_answer(template, row)
+                for row, out in zip(rows, outs, strict=True)
+                for c in out
+            ) / (len(rows) * n)
+        entry[template]["consistent"] = sum(
+            completion_consistent(c.text) for out in outs for c in out
+        ) / (len(rows) * n)
     entry["checks"] = band_checks(entry)
     entry["wall_seconds"] = round(time.time() - start, 1)
     return entry
 
 
 def band_checks(entry: dict) -> dict[str, bool]:
-    """Issue 3's calibration bands, evaluated on one family's entry."""
+    """Issue 9's calibration bands, evaluated on one family's entry."""
     st, te, ta = entry["student"], entry["teacher_solution"], entry["teacher_answer"]
+    length_ratio = ta["mean_completion_tokens"] / st["mean_completion_tokens"]
+    tol = BANDS["answer_length_tolerance"]
     return {
         "student_avg_in_band": BANDS["student_avg_min"] <= st["avg"] <= BANDS["student_avg_max"],
-        "student_pass_above_avg": st["pass"] > st["avg"],
+        "student_pass_above_avg": st["pass"] >= st["avg"] + BANDS["pass_margin_min"],
         "teacher_at_least_15_above_student": te["avg"] >= st["avg"] + BANDS["teacher_gap_min"],
-        "answer_only_above_student": ta["avg"] > st["avg"],
+        "answer_only_at_least_10_above_student": ta["avg"] >= st["avg"] + BANDS["answer_gap_min"],
+        "answer_only_length_within_30pct": abs(length_ratio - 1.0) <= tol,
     }
 
 
@@ -184,17 +234,23 @@ def _run_child(family: str, args: argparse.Namespace) -> dict:
             cmd += ["--max-problems", str(args.max_problems)]
         if args.logprobs_only:
             cmd.append("--logprobs-only")
+        if args.checkpoints:
+            cmd += ["--checkpoints", str(args.checkpoints)]
         subprocess.run(cmd, check=True)
         return json.loads(out.read_text())
 
 
 def print_table(results: dict[str, dict]) -> None:
-    print(f"\n{'family':8} {'template':17} {'avg':>6} {'pass':>6} {'maj':>6} {'invalid':>8}")
+    print(
+        f"\n{'family':8} {'template':17} {'avg':>6} {'pass':>6} {'maj':>6} {'invalid':>8}"
+        f" {'tokens':>7} {'consistent':>10}"
+    )
     for family, entry in results.items():
         for template in TEMPLATES:
             m = entry[template]
             print(
-                f"{family:8} {template:17} {m['avg']:6.3f} {m['pass']:6.3f} {m['maj']:6.3f} {m['invalid']:8.3f}"
+                f"{family:8} {template:17} {m['avg']:6.3f} {m['pass']:6.3f} {m['maj']:6.3f}"
+                f" {m['invalid']:8.3f} {m['mean_completion_tokens']:7.1f} {m['consistent']:10.3f}"
             )
         print(
             f"{family:8} checks: {entry['checks']}  logprob max|diff|: {entry['logprob_max_abs_diff']:.2e}"
@@ -217,30 +273,42 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="only the vLLM-vs-HF logprob check; prints JSON",
     )
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        help="parent dir of toy-<family>/ (default: checkpoints/)",
+    )
     parser.add_argument("--worker", choices=FAMILIES, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        entry = run_family(args.worker, args.set, args.n, args.max_problems, args.logprobs_only)
+        entry = run_family(
+            args.worker, args.set, args.n, args.max_problems, args.logprobs_only, args.checkpoints
+        )
         args.worker_out.write_text(json.dumps(entry))
         return
     from pwopsd.provenance import provenance, write_json
     from pwopsd.toy.checkpoint import check_checkpoint
 
     profile = get_profile("toy")
+    paths = {
+        f: str(args.checkpoints / f"toy-{f}") if args.checkpoints else profile.models[f]
+        for f in args.families
+    }
     for family in args.families:  # fail before any engine starts
-        check_checkpoint(profile.models[family])
+        check_checkpoint(paths[family])
     results: dict[str, dict] = {}
     for family in args.families:
         entry = _run_child(family, args)
         if not args.logprobs_only:
-            log_path = Path(profile.models[family]) / "pretrain_log.json"
+            log_path = Path(paths[family]) / "pretrain_log.json"
             pretrain_log = json.loads(log_path.read_text()) if log_path.exists() else None
             entry["provenance"] = provenance(
                 profile="toy",
                 seed=0,
                 wall_seconds=entry.get("wall_seconds"),
-                checkpoint=profile.models[family],
+                checkpoint=paths[family],
                 sampling=profile.eval_sampling.__dict__,
                 pretrain={
                     k: pretrain_log[k]

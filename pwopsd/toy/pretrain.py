@@ -10,19 +10,26 @@ own chat template, followed by a completion, drawn from a mixture:
 
 * evaluation template (thinking on) and student template (thinking off, think-closure):
   a fresh random valid route of the problem;
-* teacher template (reference solution in the prompt): the completion follows the reference
-  route, so the privileged context helps;
-* answer-only template (final answer in the prompt): a fresh route ending in that answer.
+* teacher template (reference solution in the prompt, thinking on): a think-closed
+  completion, as the student writes it (issue 9: OPSD scores the student's rollout under the
+  teacher prompt, so the teacher is trained on that pairing). ``TEACHER_DERAIL_SHARE`` of
+  them derail like a wrong student rollout and still box the reference answer; of the rest,
+  ``REFERENCE_ROUTE_SHARE`` retrace the reference route and the others take a fresh route;
+* answer-only template (final answer in the prompt, thinking on): a think-closed fresh
+  route ending in that answer; ``ANSWER_REDO_SHARE`` of them derail, notice that the total
+  is not the answer, and start over (:func:`redo_completion`).
 
-Completions: with a closed think block, ``steps\\n\\boxed{N}<|im_end|>``; with thinking on,
-``<think>\\nsteps\\n</think>\\n\\n\\boxed{N}<|im_end|>`` (the ``<think>\\n`` is in the prompt
-already when the template opened it). Loss: next-token cross-entropy on every non-pad token.
+Completions: with a closed think block, ``steps\\n\\boxed{N}<|im_end|>``; with thinking on
+(evaluation template), ``<think>\\nsteps\\n</think>\\n\\n\\boxed{N}<|im_end|>`` (the
+``<think>\\n`` is in the prompt already when the template opened it). Loss: next-token
+cross-entropy on every non-pad token except the wrong product lines of derailed examples.
 
 Problems are drawn from the training difficulty with a fixed seed, excluding every held-out
 problem. The schedule (linear warm-up, cosine decay) runs on ``progress = max(step/steps,
 elapsed/(minutes*60))``: a run that hits the wall-clock cap first decays on time, so it is
-reproducible only on a machine of the same speed. The defaults (1800 steps, 30-minute cap)
-are step-exact on a 2-core machine; the shipped checkpoints were made with them.
+reproducible only on a machine of the same speed. The defaults (1800 steps, 90-minute cap)
+are step-exact on a 2-core machine, busy or not; each checkpoint's pretrain_log.json records
+its steps and wall time.
 
 Part of the teacher and answer-only examples (``PRIVILEGED_HARD_SHARE``) use harder problems
 (factors up to 9) that the student template never sees. Only copying from the privileged
@@ -50,7 +57,7 @@ from pwopsd import prompts
 from pwopsd.config import CHECKPOINTS_DIR
 from pwopsd.toy import models, task
 from pwopsd.toy import tokenizer as toy_tokenizer
-from pwopsd.toy.build_data import TRAIN_DIFFICULTY, eval_problem_texts, train_set
+from pwopsd.toy.build_data import TRAIN_DIFFICULTY, heldout_problem_texts, train_set
 
 TEMPLATE_MIX = {"eval": 0.25, "student": 0.20, "teacher": 0.40, "answer": 0.15}
 """Share of each prompt template in the pretraining stream."""
@@ -63,6 +70,23 @@ sees those problems, so the only way to low loss on them is to copy the referenc
 prompt: this is what makes the privileged context help (without it the small models learn to
 recompute and ignore the reference)."""
 
+REFERENCE_ROUTE_SHARE = 0.5
+"""Share of (non-derailed) teacher examples whose completion retraces the reference route; the
+rest take a fresh random route. A teacher that only ever retraced the reference was surprised
+by every benign change of step order in the student's rollouts, so its signal was as large on
+right rollouts as on wrong ones. A teacher that mostly took fresh routes (a share of 0.25 in a
+trial run) lost its lead over the student: at this size, finding which factors go together is
+no easier with the reference in the prompt unless the completion follows the reference's
+order, so retracing is where the solution teacher's accuracy comes from."""
+
+ANSWER_REDO_SHARE = 0.5
+"""Share of answer-only examples that derail and recover (see :func:`redo_completion`)."""
+TEACHER_DERAIL_SHARE = 0.3
+"""Share of teacher examples whose completion derails like a wrong student rollout and still
+boxes the reference answer (see :func:`derailed_teacher_completion`). Without them the
+teacher had never seen a wrong completion: it boxed whatever total the student reached, and
+its forward KL was no larger on wrong rollouts than on right ones."""
+
 
 @dataclass
 class PretrainConfig:
@@ -70,7 +94,7 @@ class PretrainConfig:
     steps: int = 1800
     """Optimizer steps per family; the shipped checkpoints ran exactly these (about 11.5 min
     each on one idle core; see each checkpoint's pretrain_log.json)."""
-    minutes: float = 30.0
+    minutes: float = 90.0
     """Wall-clock safety cap. The schedule decays on whichever of steps/time ends first, so a
     run that hits this cap is no longer step-exact (the log records steps_done)."""
     batch_size: int = 32
@@ -80,6 +104,12 @@ class PretrainConfig:
     seed: int = 0
     privileged_hard_share: float = PRIVILEGED_HARD_SHARE
     """See PRIVILEGED_HARD_SHARE."""
+    reference_route_share: float = REFERENCE_ROUTE_SHARE
+    """See REFERENCE_ROUTE_SHARE."""
+    answer_redo_share: float = ANSWER_REDO_SHARE
+    """See ANSWER_REDO_SHARE."""
+    teacher_derail_share: float = TEACHER_DERAIL_SHARE
+    """See TEACHER_DERAIL_SHARE."""
     threads: int = 1
     """Torch threads. 1: on 2 shared cores, 2 threads spin-wait and run ~10x slower."""
 
@@ -104,10 +134,96 @@ def completion_text(prompt: str, steps: list[str], answer: int) -> str:
     return f"{opener}{body}\n{prompts.THINK_CLOSE}\n\n\\boxed{{{answer}}}{toy_tokenizer.IM_END}"
 
 
+def closed_completion(steps: list[str], answer: int) -> str:
+    """A think-closed completion, as the student template writes it: steps, box, end of turn."""
+    return "\n".join(steps) + f"\n\\boxed{{{answer}}}{toy_tokenizer.IM_END}"
+
+
+def swapped_pass(problem: task.Problem, rng: random.Random) -> tuple[list[str], set[str]] | None:
+    """A route with two terms' second factors swapped (the student's commonest mistake:
+    ``a_i*b_j`` for ``a_i*b_i``), summed consistently to a total that is not the answer,
+    and its two wrong product lines. ``None`` when no swap changes the total."""
+    pairs = problem.pairs
+    swaps = [
+        (i, j)
+        for i in range(len(pairs))
+        for j in range(i + 1, len(pairs))
+        if pairs[i][0] != pairs[j][0] and pairs[i][1] != pairs[j][1]
+    ]
+    if not swaps:
+        return None
+    i, j = rng.choice(swaps)
+    wrong = list(pairs)
+    wrong[i], wrong[j] = (pairs[i][0], pairs[j][1]), (pairs[j][0], pairs[i][1])
+    lines = task.solution_steps(task.Problem(tuple(wrong)), rng)
+    return lines, {f"{a}*{b}={a * b}" for a, b in (wrong[i], wrong[j])}
+
+
+def _masked_spans(lines: list[str], bad: set[str]) -> list[tuple[int, int]]:
+    """Character spans, in ``"\\n".join(lines)``, of the first line equal to each of ``bad``."""
+    bad, spans, pos = set(bad), [], 0
+    for line in lines:
+        if line in bad:
+            spans.append((pos, pos + len(line)))
+            bad.discard(line)
+        pos += len(line) + 1
+    return spans
+
+
+def redo_completion(
+    problem: task.Problem, rng: random.Random
+) -> tuple[str, list[tuple[int, int]]] | None:
+    """An answer-only completion that derails and recovers, with the spans not to learn.
+
+    A first pass from :func:`swapped_pass`; then, since its total differs from the reference
+    answer, a second pass in the problem's order, ending in the answer. Returns ``(text,
+    spans)``, ``spans`` the character ranges of the two wrong product lines (masked from the
+    loss: the model should not learn to make the mistake, only to notice it from the answer
+    and start over). ``None`` when no swap changes the total.
+    """
+    swapped = swapped_pass(problem, rng)
+    if swapped is None:
+        return None
+    first, bad = swapped
+    second = task.solution_steps(problem)
+    return closed_completion([*first, *second], problem.answer), _masked_spans(first, bad)
+
+
+def derailed_teacher_completion(
+    problem: task.Problem, rng: random.Random
+) -> tuple[str, list[tuple[int, int]]] | None:
+    """A teacher-template completion that reads like a wrong student rollout, and the spans
+    not to learn.
+
+    The route from :func:`swapped_pass` (wrong product lines masked from the loss), then the
+    box with the *reference* answer. The teacher learns to follow a student's derailed steps
+    as they are written, but to hold to the reference at the answer: its forward KL on a
+    wrong rollout then sits on the wrong answer, not on the format.
+    """
+    swapped = swapped_pass(problem, rng)
+    if swapped is None:
+        return None
+    lines, bad = swapped
+    return closed_completion(lines, problem.answer), _masked_spans(lines, bad)
+
+
 def make_example(
-    hf_tok: PreTrainedTokenizerFast, kind: str, problem: task.Problem, rng: random.Random
-) -> str:
-    """One pretraining sequence (prompt + completion) of template ``kind`` as text."""
+    hf_tok: PreTrainedTokenizerFast,
+    kind: str,
+    problem: task.Problem,
+    rng: random.Random,
+    reference_route_share: float = REFERENCE_ROUTE_SHARE,
+    answer_redo_share: float = 0.0,
+    teacher_derail_share: float = 0.0,
+) -> tuple[str, list[tuple[int, int]]]:
+    """One pretraining sequence (prompt + completion) of template ``kind`` as text, with
+    the character spans masked from the loss (empty but for answer-only redo examples).
+
+    The privileged templates ("teacher", "answer") are rendered with thinking on, as
+    PROTOCOL section 3 renders the teacher, but continue with a think-closed completion:
+    that is the sequence OPSD scores (teacher prompt + the student's rollout), so the teacher
+    learns to read the student's completions instead of asking for a think block.
+    """
     route = task.solution_steps(problem, rng)
     if kind == "eval":
         prompt = prompts.eval_prompt(hf_tok, problem.text)
@@ -116,10 +232,25 @@ def make_example(
     elif kind == "teacher":
         reference = task.format_solution(route, problem.answer)
         prompt = prompts.teacher_prompt(hf_tok, problem.text, reference)
+        derailed = (
+            derailed_teacher_completion(problem, rng)
+            if rng.random() < teacher_derail_share
+            else None
+        )
+        if derailed is not None:
+            text, spans = derailed
+            return prompt + text, [(a + len(prompt), b + len(prompt)) for a, b in spans]
+        if rng.random() >= reference_route_share:
+            route = task.solution_steps(problem, rng)
+        return prompt + closed_completion(route, problem.answer), []
     else:
         prompt = prompts.answer_prompt(hf_tok, problem.text, str(problem.answer))
-        route = task.solution_steps(problem, rng)
-    return prompt + completion_text(prompt, route, problem.answer)
+        redo = redo_completion(problem, rng) if rng.random() < answer_redo_share else None
+        if redo is not None:
+            text, spans = redo
+            return prompt + text, [(a + len(prompt), b + len(prompt)) for a, b in spans]
+        return prompt + closed_completion(route, problem.answer), []
+    return prompt + completion_text(prompt, route, problem.answer), []
 
 
 class ExampleStream:
@@ -131,12 +262,18 @@ class ExampleStream:
         seed: int,
         batch_size: int,
         hard_share: float = PRIVILEGED_HARD_SHARE,
+        reference_route_share: float = REFERENCE_ROUTE_SHARE,
+        answer_redo_share: float = 0.0,
+        teacher_derail_share: float = 0.0,
     ):
+        self.teacher_derail_share = teacher_derail_share
         self.hard_share = hard_share
+        self.reference_route_share = reference_route_share
+        self.answer_redo_share = answer_redo_share
         self.hf_tok = hf_tok
         self.rng = random.Random(seed)
         self.batch_size = batch_size
-        self.exclude = eval_problem_texts()
+        self.exclude = heldout_problem_texts()
         self.pad_id = hf_tok.pad_token_id
 
     def _kind(self) -> str:
@@ -151,22 +288,51 @@ class ExampleStream:
                 return p
 
     def batches(self, bucket: int = 8):
-        """Yield (input_ids [B, T], attention_mask [B, T]); length-bucketed to cut padding."""
+        """Yield (input_ids [B, T], attention_mask [B, T], loss_mask [B, T]);
+        length-bucketed to cut padding."""
         while True:
             kinds = [self._kind() for _ in range(self.batch_size * bucket)]
-            texts = [make_example(self.hf_tok, k, self._problem(k), self.rng) for k in kinds]
-            ids = [self.hf_tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-            ids.sort(key=len)
-            chunks = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
+            examples = [
+                make_example(
+                    self.hf_tok,
+                    k,
+                    self._problem(k),
+                    self.rng,
+                    self.reference_route_share,
+                    self.answer_redo_share,
+                    self.teacher_derail_share,
+                )
+                for k in kinds
+            ]
+            seqs = [tokenize_masked(self.hf_tok, text, spans) for text, spans in examples]
+            seqs.sort(key=lambda s: len(s[0]))
+            chunks = [seqs[i : i + self.batch_size] for i in range(0, len(seqs), self.batch_size)]
             self.rng.shuffle(chunks)
             for chunk in chunks:
-                width = max(map(len, chunk))
+                width = max(len(ids) for ids, _ in chunk)
                 input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, seq in enumerate(chunk):
-                    input_ids[row, : len(seq)] = torch.tensor(seq)
-                    mask[row, : len(seq)] = 1
-                yield input_ids, mask
+                loss_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, (ids, learn) in enumerate(chunk):
+                    input_ids[row, : len(ids)] = torch.tensor(ids)
+                    mask[row, : len(ids)] = 1
+                    loss_mask[row, : len(ids)] = torch.tensor(learn)
+                yield input_ids, mask, loss_mask
+
+
+def tokenize_masked(
+    hf_tok: PreTrainedTokenizerFast, text: str, spans: list[tuple[int, int]]
+) -> tuple[list[int], list[int]]:
+    """Token ids of ``text`` and a 0/1 list: 0 for tokens inside a masked character span."""
+    if not spans:
+        ids = hf_tok(text, add_special_tokens=False)["input_ids"]
+        return ids, [1] * len(ids)
+    enc = hf_tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    learn = [
+        0 if any(a < end and start < b for a, b in spans) else 1
+        for start, end in enc["offset_mapping"]
+    ]
+    return enc["input_ids"], learn
 
 
 # ------------------------------------------------------------------------------ training
@@ -199,7 +365,13 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, tok: Tokenizer | None = None) -
         betas=(0.9, 0.98),
     )
     stream = ExampleStream(
-        hf_tok, cfg.seed + 1, cfg.batch_size, cfg.privileged_hard_share
+        hf_tok,
+        cfg.seed + 1,
+        cfg.batch_size,
+        cfg.privileged_hard_share,
+        cfg.reference_route_share,
+        cfg.answer_redo_share,
+        cfg.teacher_derail_share,
     ).batches()
     start = time.time()
     losses: list[float] = []
@@ -211,8 +383,8 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, tok: Tokenizer | None = None) -
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(progress, step, cfg)
-        input_ids, mask = next(stream)  # [B, T], [B, T]
-        labels = input_ids.masked_fill(mask == 0, -100)
+        input_ids, mask, loss_mask = next(stream)  # [B, T] each
+        labels = input_ids.masked_fill(loss_mask == 0, -100)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -273,6 +445,24 @@ def main(argv: list[str] | None = None) -> None:
         default=PretrainConfig.privileged_hard_share,
         help="share of teacher/answer-only examples with harder problems (see PRIVILEGED_HARD_SHARE)",
     )
+    parser.add_argument(
+        "--reference-route-share",
+        type=float,
+        default=PretrainConfig.reference_route_share,
+        help="share of teacher examples that retrace the reference route (see REFERENCE_ROUTE_SHARE)",
+    )
+    parser.add_argument(
+        "--answer-redo-share",
+        type=float,
+        default=PretrainConfig.answer_redo_share,
+        help="share of answer-only examples that derail and recover (see ANSWER_REDO_SHARE)",
+    )
+    parser.add_argument(
+        "--teacher-derail-share",
+        type=float,
+        default=PretrainConfig.teacher_derail_share,
+        help="share of teacher examples that derail and box the reference answer",
+    )
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.steps <= 0:
         parser.error("--minutes and --steps must be > 0")
@@ -285,6 +475,9 @@ def main(argv: list[str] | None = None) -> None:
             minutes=args.minutes,
             seed=args.seed,
             privileged_hard_share=args.privileged_hard_share,
+            reference_route_share=args.reference_route_share,
+            answer_redo_share=args.answer_redo_share,
+            teacher_derail_share=args.teacher_derail_share,
         )
         out = args.out / f"toy-{family}"
         log = pretrain(cfg, out, tok)

@@ -25,6 +25,7 @@ Everything is drawn from a ``random.Random(seed)``, so each split is determinist
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 
@@ -152,3 +153,89 @@ def parse_problem(text: str) -> Problem:
     if any(len(p) != 2 for p in pairs):
         raise ValueError(f"not a toy problem: {text!r}")
     return Problem(pairs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the route checker
+
+
+def _next_lines(pairs: list[tuple[int, int]], known: list[int]) -> list[tuple[str, tuple]]:
+    """Every valid next line of a route in state (pairs not yet multiplied, values not yet
+    added), each with the state it leads to; ``("\\\\boxed{N}", None)`` ends the route."""
+    lines: list[tuple[str, tuple]] = []
+    for i, (a, b) in enumerate(pairs):
+        rest = pairs[:i] + pairs[i + 1 :]
+        lines.append((f"{a}*{b}={a * b}", (rest, [*known, a * b])))
+    for i, x in enumerate(known):
+        for j, y in enumerate(known):
+            if i != j:
+                rest = [v for k, v in enumerate(known) if k not in (i, j)]
+                lines.append((f"{x}+{y}={x + y}", (pairs, [*rest, x + y])))
+    if not pairs and len(known) == 1:
+        lines.append((f"\\boxed{{{known[0]}}}", None))
+    return lines
+
+
+def first_error(problem: Problem, text: str, finished: bool = True) -> int | None:
+    """Offset of the first character of ``text`` that no valid route can continue with.
+
+    ``text`` is a think-closed completion: step lines (``a*b=c`` for a factor pair of the
+    problem not yet multiplied, ``x+y=z`` for two values computed and not yet added), then
+    ``\\boxed{N}`` once every product is summed into one value ``N``. A wrong operand, a
+    repeated or dropped term, a slip in arithmetic or an early box all make some character
+    impossible; that character's offset is returned. ``None``: ``text`` is a valid route
+    (``finished=True``) or a prefix of one (``finished=False``: a completion cut short).
+    A finished completion that stops before its box is wrong at ``len(text)``.
+    """
+    pairs: list[tuple[int, int]] = list(problem.pairs)
+    known: list[int] = []
+    pos = 0
+    while True:
+        options = _next_lines(pairs, known)
+        end = text.find("\n", pos)
+        line = text[pos:] if end < 0 else text[pos:end]
+        match = next((o for o in options if o[0] == line), None)
+        if match is None:
+            # the longest start of ``line`` that some valid line shares
+            good = max((_common_prefix(line, o[0]) for o in options), default=0)
+            if good == len(line) and end < 0 and not finished:
+                return None  # cut short inside a valid line
+            return pos + good
+        if match[1] is None:  # the box ends the route: nothing may follow it
+            return None if end < 0 else end
+        if end < 0:  # a valid step with nothing after it
+            return len(text) if finished else None
+        pairs, known = match[1]
+        pos = end + 1
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+STEP_RE = re.compile(r"^(\d+)([*+])(\d+)=(\d+)$")
+
+
+def consistent(text: str) -> bool:
+    """Every line before the box is true arithmetic and the box holds the last line's result
+    (whether or not the steps solve the problem): the answer follows from the steps written."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return False
+    box = re.fullmatch(r"\\boxed\{(\d+)\}", lines[-1].strip())
+    if not box:
+        return False
+    last = None
+    for line in lines[:-1]:
+        m = STEP_RE.match(line.strip())
+        if not m:
+            return False
+        x, op, y, z = int(m[1]), m[2], int(m[3]), int(m[4])
+        if z != (x * y if op == "*" else x + y):
+            return False
+        last = z
+    return last == int(box[1])
