@@ -8,7 +8,7 @@ PROFILE ?= toy
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install book main-table test test-slow lint format lab sync-notebooks toy-data toy-models calibrate teacher-signal bench bench-loss bench-grading check-triton clean-book
+.PHONY: install book main-table test test-slow lint format lab sync-notebooks toy-data toy-models calibrate teacher-signal bench bench-loss bench-grading bench-rollout check-triton clean-book
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -58,13 +58,16 @@ calibrate: $(STAMP)  ## results/toy/calibration.json: scores per template, then 
 teacher-signal: $(STAMP)  ## only the teacher-signal measurement (toy_val rollouts, HF forwards) into calibration.json
 	$(PY) -m pwopsd.toy.teacher_signal
 
-bench: bench-loss bench-grading  ## loss and grading benchmarks -> results/bench/*.json
+bench: bench-loss bench-grading bench-rollout  ## loss, grading and rollout benchmarks -> results/bench/*.json
 
 bench-loss: $(STAMP)  ## oracle vs chunked vs fused-linear clipped FKL (V=151,936, 2x1024; ~8 GiB peak)
 	$(PY) -m pwopsd.bench loss
 
 bench-grading: $(STAMP)  ## grading throughput, serial vs process pool
 	$(PY) -m pwopsd.bench grading
+
+bench-rollout: $(STAMP)  ## rollout tokens/s: vLLM engine vs HF generate at batch 8 and 64 (toy model)
+	$(PY) -m pwopsd.bench rollout
 
 check-triton: $(STAMP)  ## on a CUDA machine: Triton clipped FKL vs fp64 oracle, and timings
 	$(PY) scripts/check_triton.py

@@ -19,7 +19,8 @@
 # Paper Table 1. Each method trains the main model (Qwen3 family) from the same base and is
 # evaluated with the protocol's sampling (n = 12, temperature 1.0, top-p 0.95) on four
 # benchmarks over several evaluation seeds; Avg@12, Pass@12 and Maj@12 are reported as mean and
-# Bessel sd over seeds. Run with papermill, e.g.
+# Bessel sd over seeds. One vLLM engine serves the training rollouts and every evaluation.
+# Finished training runs (results/<profile>/runs/) are reused. Run with papermill, e.g.
 # `papermill notebooks/main_table.ipynb out.ipynb -p seed 1`.
 
 # %% tags=["parameters"]
@@ -30,6 +31,7 @@ methods = ["base", "opsd", "eopd", "reopold", "pw_opsd"]
 schedules = ["moderate", "aggressive"]
 eval_seeds = 3
 max_problems = None
+train_steps = None
 
 # %%
 # Validate every parameter before any compute (papermill only warns on unknown names).

@@ -99,12 +99,14 @@ class TrainConfig:
     """The checkpoint that is evaluated (the paper evaluates step 100)."""
     prompts_per_step: int = 32
     """Effective batch: prompts per optimizer step, one rollout each."""
-    micro_batch: int = 2
-    """Prompts per forward/backward pass."""
+    micro_batch: int = 4
+    """Prompts per forward/backward pass on one process; prompts_per_step = processes x
+    micro_batch x gradient-accumulation steps (paper: Qwen3-4B 4 GPUs x 4 x 2; the 8B/7B models
+    2 x 4, ``--micro-batch 2``)."""
     distill_temperature: float = 1.1
     """Temperature applied to both logits before log-softmax in the loss."""
-    tau_clip: float = 0.05
-    """Per-vocabulary-entry clip of the forward-KL terms."""
+    tau_clip: float | None = 0.05
+    """Per-vocabulary-entry clip of the forward-KL terms (None = unclipped)."""
     rollout: SamplingConfig = SamplingConfig(
         n=1, temperature=1.1, top_p=0.95, top_k=20, max_new_tokens=1024
     )
@@ -115,6 +117,77 @@ class TrainConfig:
     """Training dtype."""
     gradient_checkpointing: bool = True
     """Recompute activations in backward."""
+    lr_schedule: str = "linear"
+    """"linear" (decay to 0 at max_steps, no warm-up) or "constant". PROTOCOL is silent; linear
+    is the HF Trainer default the release's TRL trainer inherits **[our choice]**."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (HF Trainer default)."""
+    rollout_backend: str = "vllm"
+    """"vllm" (the engine factory; a new LoRARequest per update) or "hf" (``generate`` on the
+    live peft model, in process)."""
+    clip_stats: bool = True
+    """Log the fraction of tokens and of vocabulary entries the clip caps (an extra no-grad
+    pass over the [B, T, V] terms, chunked; off at paper scale)."""
+
+    def validate(self, world_size: int = 1) -> None:
+        """Raise ConfigError naming the field when the batch arithmetic or a value cannot work."""
+        per_pass = world_size * self.micro_batch
+        if self.micro_batch < 1 or self.prompts_per_step % per_pass:
+            raise ConfigError(
+                f"prompts_per_step={self.prompts_per_step} must be a multiple of processes "
+                f"({world_size}) x micro_batch ({self.micro_batch})"
+            )
+        for name in ("lora_r", "lora_alpha", "max_steps", "save_every", "eval_step"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1")
+        if self.eval_step > self.max_steps:
+            raise ConfigError(f"eval_step={self.eval_step} exceeds max_steps={self.max_steps}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate={self.learning_rate!r} must be > 0")
+        if self.tau_clip is not None and not self.tau_clip > 0:
+            raise ConfigError(f"tau_clip={self.tau_clip!r} must be > 0 or None")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ConfigError(f"lr_schedule={self.lr_schedule!r}; allowed: ['linear', 'constant']")
+        if self.rollout_backend not in ("vllm", "hf"):
+            raise ConfigError(f"rollout_backend={self.rollout_backend!r}; allowed: ['vllm', 'hf']")
+        if self.rollout.n != 1:
+            raise ConfigError(f"rollout.n={self.rollout.n}: OPSD draws one rollout per prompt")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of the inference engine (:func:`pwopsd.engine.build_vllm`), CPU and CUDA."""
+
+    dtype: str
+    """Inference dtype for vLLM and HF ("float32", "bfloat16", ...)."""
+    max_model_len: int
+    """Context length: prompt + completion tokens of one sequence."""
+    max_num_seqs: int = 128
+    """Sequences vLLM schedules at once. On CPU the KV cache is sized to hold this many
+    sequences of ``max_model_len`` tokens, and the batched-token budget to prefill them all in
+    one step (a split prefill crashes seeded sampling on the CPU build)."""
+    cpu_kv_cache_bytes: int | None = None
+    """CPU only: KV-cache size in bytes. None = ``max_num_seqs x max_model_len x`` the model's
+    KV bytes per token (2 x layers x KV heads x head_dim x dtype bytes). Never a fraction of
+    host memory: vLLM's fraction is of the NUMA node, which is small on many machines."""
+    gpu_memory_utilization: float = 0.85
+    """CUDA only: fraction of GPU memory for weights, activations and KV cache. Ignored on CPU."""
+    enforce_eager: bool | None = None
+    """Skip torch.compile / CUDA graphs. None = eager on CPU (starts in seconds instead of
+    30-90 s), compiled on CUDA."""
+
+    def __post_init__(self) -> None:
+        if self.max_model_len < 1 or self.max_num_seqs < 1:
+            raise ConfigError(
+                f"engine.max_model_len={self.max_model_len} and engine.max_num_seqs="
+                f"{self.max_num_seqs} must be >= 1"
+            )
+        if self.cpu_kv_cache_bytes is not None and self.cpu_kv_cache_bytes < 1:
+            raise ConfigError(f"engine.cpu_kv_cache_bytes={self.cpu_kv_cache_bytes} must be > 0")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(
+                f"engine.gpu_memory_utilization={self.gpu_memory_utilization} must lie in (0, 1]"
+            )
 
 
 @dataclass(frozen=True)
@@ -133,12 +206,8 @@ class Profile:
     """Evaluation sampling (PROTOCOL section 4)."""
     train: TrainConfig
     """Training hyperparameters."""
-    dtype: str
-    """Inference dtype for vLLM / HF."""
-    max_model_len: int
-    """vLLM context length."""
-    gpu_memory_utilization: float
-    """vLLM memory fraction (host RAM on the CPU build: keep it low)."""
+    engine: EngineConfig
+    """Inference engine settings (vLLM on CPU or CUDA; HF generate uses ``dtype``)."""
 
     @property
     def main_model(self) -> str:
@@ -185,9 +254,10 @@ def _toy_profile() -> Profile:
             dtype="float32",
             gradient_checkpointing=False,
         ),
-        dtype="float32",
-        max_model_len=1024,
-        gpu_memory_utilization=0.05,
+        # 128 x 1024 tokens x 2-4 KiB per token: a 256-512 MiB KV cache for the toy models.
+        engine=EngineConfig(
+            dtype="float32", max_model_len=1024, max_num_seqs=128, gpu_memory_utilization=0.05
+        ),
     )
 
 
@@ -215,9 +285,9 @@ def _paper_profile() -> Profile:
             n=12, temperature=1.0, top_p=0.95, top_k=-1, max_new_tokens=38912
         ),
         train=TrainConfig(),
-        dtype="bfloat16",
-        max_model_len=40960,
-        gpu_memory_utilization=0.85,
+        engine=EngineConfig(
+            dtype="bfloat16", max_model_len=40960, max_num_seqs=256, gpu_memory_utilization=0.85
+        ),
     )
 
 
@@ -293,12 +363,18 @@ def check_schedule(w_min: Any, c: Any, s: Any) -> None:
     :func:`pwopsd.losses.position_weights` both call this one check.
     """
     for name, value in (("w_min", w_min), ("c", c), ("s", s)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise ConfigError(f"{name}={value!r} must be a finite number")
     if not 0.0 <= w_min <= 1.0:
         raise ConfigError(f"w_min={w_min!r} (schedule floor) must lie in [0, 1]")
     if not 0.0 <= c <= 1.0:
-        raise ConfigError(f"c={c!r} (transition centre, a fraction of the rollout) must lie in [0, 1]")
+        raise ConfigError(
+            f"c={c!r} (transition centre, a fraction of the rollout) must lie in [0, 1]"
+        )
     if s <= 0:
         raise ConfigError(f"s={s!r} (transition width) must be > 0")
 
@@ -326,6 +402,48 @@ def _check_list_choice(name: str, values: Any, allowed: tuple[str, ...]) -> None
             raise ConfigError(
                 f"{name} contains {v!r}, which is not allowed; allowed values: {list(allowed)}"
             )
+
+
+def check_writable_dir(name: str, path: Path, shown: str = "") -> None:
+    """Raise ConfigError naming ``name`` unless ``path`` is (or can be made) a writable directory.
+
+    Probes with a temporary directory that is removed at once, so a check leaves nothing
+    behind (a path that does not exist yet is not created).
+    """
+    import tempfile
+
+    shown = shown or str(path)
+    probe_in = path
+    while not probe_in.exists():
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise ConfigError(f"{name}={shown!r} is not usable: {probe_in} is a file, not a directory")
+    try:
+        tempfile.TemporaryDirectory(dir=probe_in).cleanup()
+    except OSError as err:
+        raise ConfigError(
+            f"{name}={shown!r} is not writable ({probe_in}: {err.strerror or err}); "
+            "pass a directory you can write to"
+        ) from err
+
+
+def resolve_schedule(
+    schedule: str | tuple[float, float, float] | list[float],
+) -> tuple[float, float, float]:
+    """A schedule name from :data:`SCHEDULES` or an explicit (w_min, c, s) -> checked (w_min, c, s).
+
+    Explicit values go through :func:`check_schedule`; losses, training runs and the notebooks'
+    configs all resolve schedules here.
+    """
+    if isinstance(schedule, str):
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+        return SCHEDULES[schedule]
+    if not isinstance(schedule, tuple | list) or len(schedule) != 3:
+        raise ConfigError(f"schedule must be a name or (w_min, c, s), got {schedule!r}")
+    check_schedule(*schedule)
+    w_min, c, s = (float(v) for v in schedule)
+    return w_min, c, s
 
 
 @dataclass
@@ -356,6 +474,7 @@ class NotebookConfig:
         if self.seed < 0:
             raise ConfigError(f"seed={self.seed!r} must be a non-negative integer")
         _check_choice("profile", self.profile, tuple(PROFILES))
+        check_writable_dir("out_dir", self.results_dir, shown=self.out_dir)
 
     @property
     def results_dir(self) -> Path:
@@ -367,6 +486,21 @@ class NotebookConfig:
 
     def get_profile(self) -> Profile:
         return get_profile(self.profile)
+
+    def scale_tag(self) -> str:
+        """ "" for the section's full configuration; otherwise a tag naming the fields that
+        differ from it (e.g. "max_problems2-eval_seeds1"), so a quick run's results go under
+        their own name and never replace a full run's."""
+        default = type(self)()
+        parts = []
+        for f in dataclasses.fields(self):
+            if f.name in ("seed", "profile", "out_dir"):
+                continue
+            value = getattr(self, f.name)
+            if value != getattr(default, f.name):
+                text = "+".join(map(str, value)) if isinstance(value, list | tuple) else value
+                parts.append(f"{f.name}{text}")
+        return "-".join(parts)
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> NotebookConfig:
@@ -413,33 +547,140 @@ def _type_ok(value: Any, expected: tuple[type, ...]) -> bool:
     return isinstance(value, expected)
 
 
+DIAGNOSTIC_POOLS = ("math500", "aime24", "aime25")
+"""Problem pools of the diagnostic (PROTOCOL section 5: MATH-500, AIME 2024, AIME 2025); the toy
+profile reads its stand-ins ``toy_math500``, ``toy_aime24``, ``toy_aime25``."""
+
+DIAGNOSTIC_BACKENDS = ("vllm", "hf")
+"""Generation backends for spines and continuations (:func:`pwopsd.sampling.make_engine`)."""
+
+POSITION_ORIENTATIONS = ("late", "early")
+"""How the position score is oriented in Table 1: "late" scores u, "early" scores 1 - u."""
+
+
 @dataclass
 class DiagnosticConfig(NotebookConfig):
-    """Branch-viability diagnostic (paper Sec. 3.2, Appendix A)."""
+    """Branch-viability diagnostic (paper Sec. 3.2, Appendix A; PROTOCOL section 5).
+
+    The paper publishes none of the thresholds and counts below: every default is **this
+    project's choice** (PROTOCOL section 5, last line), picked so the toy profile finishes
+    on 2 CPU cores in about 15 minutes with enough labelled candidates for a usable interval.
+    ``book/diagnostic.md`` lists them as such.
+    """
 
     notebook: ClassVar[str] = "diagnostic"
-    max_problems: int = 24
-    """Problems to analyse (spines decoded)."""
-    candidates_per_problem: int = 4
-    """Highest-truncated-entropy positions kept per problem."""
+    backend: str = "vllm"
+    """Engine for spines (A) and continuations (E): "vllm" or "hf" (HF generate; slow, exact)."""
+    pools: list[str] = field(default_factory=lambda: list(DIAGNOSTIC_POOLS))
+    """Problem pools, any of "math500", "aime24", "aime25" (toy profile: their toy stand-ins)."""
+    max_problems: int = 192
+    """Problems analysed, drawn round-robin from the pools in a seeded order. Our choice."""
+    spine_max_tokens: int | None = None
+    """Token budget of a spine (A); None = the profile's evaluation budget (toy 384, paper
+    38,912)."""
+    spine_fallback_tries: int = 4
+    """Sampled retries when the greedy spine has no boxed answer within the budget (A). Our
+    choice."""
+    spine_fallback_temperature: float = 1.0
+    """Temperature of those retries (top_p 0.95, as evaluation). Our choice."""
+    entropy_top_k: int = 20
+    """k of the teacher's top-k valid-token truncated entropy (B); also the components of the
+    Dirichlet precision (D). Our choice."""
+    plausibility_floor: float = 0.05
+    """A child token needs at least this teacher probability (C). Our choice."""
+    min_children: int = 2
+    """A candidate position needs at least this many plausible valid children (C). Our choice."""
+    min_spacing: int = 4
+    """Minimum distance in tokens between two candidates of one problem (C). Our choice."""
+    candidates_per_problem: int = 8
+    """Highest-truncated-entropy positions kept per problem (C, "N"). Our choice."""
     children_per_candidate: int = 3
-    """Teacher top-k valid child tokens forced at each candidate."""
-    rollouts_per_child: int = 6
-    """Student continuations sampled per forced child."""
+    """Teacher top-k valid child tokens forced at each candidate (C). Our choice."""
+    mc_samples: int = 8
+    """MC-dropout forward passes of the teacher (D). Our choice."""
+    mc_dropout: float = 0.1
+    """Dropout probability applied by the hooks on the last layers' outputs (D). Our choice."""
+    mc_layers: int = 2
+    """How many of the last decoder layers get the dropout hook (D). Our choice."""
+    rollouts_per_child: int = 8
+    """Student continuations sampled per forced child (E). Our choice."""
+    continuation_temperature: float = 1.0
+    """Sampling temperature of the continuations (E); evaluation's value. Our choice."""
+    continuation_top_p: float = 0.95
+    """Nucleus mass of the continuations (E); evaluation's value. Our choice."""
+    continuation_max_tokens: int | None = None
+    """Token budget of a continuation (E); None = the spine budget. Our choice."""
+    viable_threshold: float = 0.5
+    """A child is *viable* when at least this fraction of its continuations is correct (F).
+    Our choice."""
+    min_viable_children: int = 2
+    """Diversity = at least this many viable children (F; PROTOCOL: "at least two")."""
+    real_max_child_viability: float = 0.2
+    """Real uncertainty needs every child's viability below this (F). Our choice."""
+    real_max_mean_viability: float = 0.1
+    """... and the children's mean viability below this (F). Our choice."""
+    position_orientation: str = "late"
+    """Table 1's position score: "late" scores u = (i - 0.5) / L (later = more likely real
+    uncertainty), "early" scores 1 - u. Never flipped after seeing the data. Our reading."""
     bootstrap: int = 1000
-    """Cluster-bootstrap resamples for the AUROC confidence interval."""
+    """Cluster-bootstrap resamples (over problems) for the AUROC interval (G)."""
+    ci_level: float = 0.95
+    """Level of the percentile bootstrap interval (G); the paper reports 95%."""
 
     def validate(self) -> None:
         super().validate()
+        _check_choice("backend", self.backend, DIAGNOSTIC_BACKENDS)
+        _check_list_choice("pools", self.pools, DIAGNOSTIC_POOLS)
+        _check_choice("position_orientation", self.position_orientation, POSITION_ORIENTATIONS)
         for name in (
             "max_problems",
+            "spine_max_tokens",
+            "entropy_top_k",
+            "min_children",
+            "min_spacing",
             "candidates_per_problem",
             "children_per_candidate",
+            "mc_samples",
+            "mc_layers",
             "rollouts_per_child",
+            "continuation_max_tokens",
+            "min_viable_children",
             "bootstrap",
         ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}={value!r} must be >= 1")
+        if self.spine_fallback_tries < 0:
+            raise ConfigError(f"spine_fallback_tries={self.spine_fallback_tries!r} must be >= 0")
+        for name in (
+            "plausibility_floor",
+            "viable_threshold",
+            "real_max_child_viability",
+            "real_max_mean_viability",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name}={value!r} must lie in [0, 1]")
+        if not 0.0 <= self.mc_dropout < 1.0:
+            raise ConfigError(f"mc_dropout={self.mc_dropout!r} must lie in [0, 1)")
+        if not 0.0 < self.ci_level < 1.0:
+            raise ConfigError(f"ci_level={self.ci_level!r} must lie in (0, 1)")
+        if not 0.0 < self.continuation_top_p <= 1.0:
+            raise ConfigError(f"continuation_top_p={self.continuation_top_p!r} must lie in (0, 1]")
+        for name in ("continuation_temperature", "spine_fallback_temperature"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
+        for name in ("min_children", "min_viable_children"):
+            if getattr(self, name) > self.children_per_candidate:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} must be <= children_per_candidate="
+                    f"{self.children_per_candidate}"
+                )
+        if self.entropy_top_k < self.children_per_candidate:
+            raise ConfigError(
+                f"entropy_top_k={self.entropy_top_k!r} must be >= children_per_candidate="
+                f"{self.children_per_candidate}"
+            )
 
 
 @dataclass
@@ -447,9 +688,7 @@ class MainTableConfig(NotebookConfig):
     """Main results table (paper Table 1): methods x benchmarks, Avg/Pass/Maj@12."""
 
     notebook: ClassVar[str] = "main_table"
-    methods: list[str] = field(
-        default_factory=lambda: list(METHODS)
-    )
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
     """Methods to train and evaluate; any of "base", "opsd", "eopd", "reopold", "pw_opsd"."""
     schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
     """PW-OPSD schedules to run (mild/moderate/sharp/aggressive)."""
@@ -457,10 +696,15 @@ class MainTableConfig(NotebookConfig):
     """Evaluation seeds per checkpoint (mean and Bessel sd are reported)."""
     max_problems: int | None = None
     """Cap on problems per benchmark (None = all); for quick looks."""
+    train_steps: int | None = None
+    """Cap on optimizer steps per training run (None = the profile's); for quick looks. Such
+    runs get their own run directories and never replace full ones."""
 
     def validate(self) -> None:
         super().validate()
         _check_list_choice("methods", self.methods, METHODS)
+        if self.train_steps is not None and self.train_steps < 1:
+            raise ConfigError(f"train_steps={self.train_steps!r} must be >= 1 or None")
         _check_list_choice("schedules", self.schedules, SCHEDULE_NAMES)
         if self.eval_seeds < 1:
             raise ConfigError(f"eval_seeds={self.eval_seeds!r} must be >= 1")

@@ -253,6 +253,47 @@ def _exclusive(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def prompt_template_hash(tokenizer_or_model: Any) -> str:
+    """SHA-256 of the evaluation prompt rendered around a placeholder problem.
+
+    Covers everything between the problem and the model: the chat template (and its
+    thinking switch) and the instruction line. Takes a tokenizer or a model name/path.
+    """
+    import hashlib
+
+    from pwopsd.prompts import eval_prompt
+
+    tok = tokenizer_or_model
+    if isinstance(tok, str):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tok)
+    rendered = eval_prompt(tok, "\x00PROBLEM\x00")
+    return hashlib.sha256(rendered.encode("utf-8")).hexdigest()
+
+
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() or pb.exists():
+        return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    return a == b
+
+
+def _check_engine_serves(engine: Any, model: str, adapter: str | None) -> None:
+    """An engine handed in must serve ``model`` (and, on HF, ``adapter``), or samples lie."""
+    served = getattr(engine, "model", None)
+    if served is None or not _same_model(str(served), model):
+        raise ValueError(
+            f"engine serves model {served!r} but evaluate_model was asked for {model!r}; "
+            "pass an engine built for that model (pwopsd.sampling.make_engine) or none"
+        )
+    if getattr(engine, "backend", None) == "hf" and adapter != engine.adapter:
+        raise ValueError(
+            f"the HF engine was built with adapter {engine.adapter!r} but evaluate_model was "
+            f"asked for adapter {adapter!r}; HF engines serve only the adapter they were built with"
+        )
+
+
 def _evaluate_locked(
     model: str,
     benches: list[Benchmark],
@@ -268,12 +309,17 @@ def _evaluate_locked(
     progress: bool,
     t0: float,
 ) -> dict[str, Any]:
+    if engine is not None:
+        _check_engine_serves(engine, model, adapter)
+        backend = engine.backend
     meta_base = {
         "model": model,
         "adapter": adapter,
         "backend": backend,
         "sampling": dataclasses.asdict(sampling),
-        "prompt": "eval_prompt(enable_thinking=True)",
+        # The rendered template, not a label: a changed chat template or instruction line
+        # must refuse to mix old and new samples.
+        "prompt_template_sha256": prompt_template_hash(engine.tokenizer if engine else model),
     }
     tasks: list[_Task] = []
     for bench in benches:
@@ -301,14 +347,7 @@ def _evaluate_locked(
             if missing:
                 if engine is None:
                     t_engine = time.perf_counter()
-                    engine = own_engine = make_engine(
-                        backend,
-                        model,
-                        adapter=adapter,
-                        dtype=prof.dtype,
-                        max_model_len=prof.max_model_len,
-                        gpu_memory_utilization=prof.gpu_memory_utilization,
-                    )
+                    engine = own_engine = make_engine(backend, model, profile=prof, adapter=adapter)
                     engine_seconds = time.perf_counter() - t_engine
                 _sample_missing(engine, tasks, sampling, pool, missing, progress, adapter)
         finally:

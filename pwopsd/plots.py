@@ -148,6 +148,68 @@ def plot_main_table(result: dict[str, Any]) -> plt.Figure:
     return fig
 
 
+def plot_training_curves(result: dict[str, Any]) -> plt.Figure | None:
+    """Per-step loss, mean clipped KL and rollout length of every trained run of a section."""
+    runs = {k: v for k, v in result.get("runs", {}).items() if v.get("metrics")}
+    if not runs:
+        return None
+    panels = (
+        ("loss", "loss"),
+        ("fkl_token_mean", "mean clipped KL per token"),
+        ("completion_len_mean", "rollout length (tokens)"),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.2))
+    for ax, (key, title) in zip(axes, panels):
+        for name, run in runs.items():
+            rows = [r for r in run["metrics"] if r.get(key) is not None]
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name, lw=1.2)
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_frame(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per trained run: steps, train time, the last step's loss and clip fractions."""
+    rows = []
+    for name, run in result.get("runs", {}).items():
+        m = run.get("metrics") or [{}]
+        last = m[-1]
+        rows.append(
+            {
+                "method": name,
+                "steps": last.get("step"),
+                "evaluated step": run.get("eval_step"),
+                "train time (s)": None
+                if run.get("train_seconds") is None
+                else round(run["train_seconds"], 1),
+                "final loss": None if last.get("loss") is None else round(last["loss"], 4),
+                "clipped tokens (last step)": None
+                if last.get("clip_frac_tokens") is None
+                else f"{100 * last['clip_frac_tokens']:.1f}%",
+                "rollout tok/s (mean)": round(
+                    sum(r.get("rollout_tokens_per_s", 0) for r in m) / max(len(m), 1)
+                ),
+            }
+        )
+    return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
+
+
+def rollout_bench_frame(bench: dict[str, Any]) -> pd.DataFrame:
+    """results/bench/rollout.json as a table: batch, engine and HF tokens/s, speed-up."""
+    rows = [
+        {
+            "batch": int(b),
+            "vLLM engine (tokens/s)": round(v["engine_tokens_per_s"]),
+            "HF generate (tokens/s)": round(v["hf_tokens_per_s"]),
+            "speed-up": f"{v['ratio']:.1f}x",
+        }
+        for b, v in bench["batches"].items()
+    ]
+    return pd.DataFrame(rows).set_index("batch")
+
+
 # ------------------------------------------------------------------ toy world
 
 

@@ -16,17 +16,14 @@ name) or a base model plus a PEFT LoRA adapter directory (``adapter=``).
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import SamplingConfig
-
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+from pwopsd.config import EngineConfig, Profile, SamplingConfig, get_profile
+from pwopsd.engine import adapter_rank, build_vllm, check_model_paths
 
 
 @dataclass(frozen=True)
@@ -73,19 +70,6 @@ def check_sampling(sampling: SamplingConfig) -> None:
         raise ValueError(f"sampling.max_new_tokens={sampling.max_new_tokens} must be >= 1")
 
 
-def check_model_paths(model: str, adapter: str | None) -> None:
-    """Fail early on a missing local model / adapter (hub names pass through)."""
-    looks_local = model.startswith(("/", ".", "~")) or Path(model).exists()
-    if looks_local and not (Path(model).expanduser() / "config.json").is_file():
-        raise FileNotFoundError(f"model {model!r} is not a model directory (no config.json)")
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"adapter {adapter!r} has no adapter_config.json")
-
-
-def adapter_rank(adapter: str) -> int:
-    return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
-
-
 # --------------------------------------------------------------------------------------
 # vLLM
 # --------------------------------------------------------------------------------------
@@ -94,8 +78,10 @@ def adapter_rank(adapter: str) -> int:
 class VLLMEngine:
     """A vLLM ``LLM`` kept for the life of the process; samples stream out as they finish.
 
-    On the CPU build ``gpu_memory_utilization`` is the fraction of host RAM for the KV
-    cache: keep it small. Set ``enable_lora`` (or pass ``adapter``) to serve LoRA adapters.
+    Built by :func:`pwopsd.engine.build_vllm` from the profile's engine settings (explicit
+    KV-cache bytes and an unsplittable prefill budget on CPU). Set ``enable_lora`` (or pass
+    ``adapter``) to serve LoRA adapters; each new adapter directory or rewrite gets a new
+    ``LoRARequest``.
     """
 
     backend = "vllm"
@@ -104,39 +90,20 @@ class VLLMEngine:
         self,
         model: str,
         *,
+        settings: EngineConfig,
         adapter: str | None = None,
-        dtype: str = "auto",
-        max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.9,
         seed: int = 0,
         enable_lora: bool = False,
         max_lora_rank: int | None = None,
-        **engine_kwargs: Any,
     ) -> None:
         check_model_paths(model, adapter)
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from vllm import LLM
-
         self.model = model
         self.adapter = adapter
-        kwargs: dict[str, Any] = dict(
-            model=model,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            seed=seed,
+        lora = adapter is not None or enable_lora
+        rank = max_lora_rank or (adapter_rank(adapter) if adapter else 64)
+        self.llm, self.plan, self.startup_seconds = build_vllm(
+            model, settings, seed=seed, enable_lora=lora, max_lora_rank=rank
         )
-        if adapter is not None or enable_lora:
-            rank = max_lora_rank or (adapter_rank(adapter) if adapter else 64)
-            kwargs.update(
-                enable_lora=True,
-                max_lora_rank=next((r for r in VLLM_LORA_RANKS if r >= rank), rank),
-                max_loras=1,
-            )
-        kwargs.update(engine_kwargs)
-        t0 = time.perf_counter()
-        self.llm = LLM(**kwargs)
-        self.startup_seconds = time.perf_counter() - t0
         self._lora_ids: dict[tuple[str, tuple], int] = {}
         self._inflight: list[str] = []
 
@@ -278,7 +245,7 @@ class HFEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         t0 = time.perf_counter()
-        self.model_name = model
+        self.model = model
         self.adapter = adapter
         self._tokenizer = AutoTokenizer.from_pretrained(model)
         torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
@@ -394,24 +361,30 @@ def make_engine(
     backend: str,
     model: str,
     *,
+    profile: Profile | str = "toy",
+    settings: EngineConfig | None = None,
     adapter: str | None = None,
-    dtype: str = "auto",
-    max_model_len: int | None = None,
-    gpu_memory_utilization: float = 0.9,
     seed: int = 0,
-    **kwargs: Any,
+    enable_lora: bool = False,
+    max_lora_rank: int | None = None,
 ) -> Engine:
-    """Build the engine of ``backend`` ("vllm" or "hf")."""
+    """Build the engine of ``backend`` ("vllm" or "hf") for ``model``.
+
+    ``settings`` defaults to the profile's :class:`~pwopsd.config.EngineConfig`; the vLLM
+    engine itself is built by :func:`pwopsd.engine.build_vllm`, the only place that starts one.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not known; allowed: {list(BACKENDS)}")
+    if settings is None:
+        settings = (get_profile(profile) if isinstance(profile, str) else profile).engine
     if backend == "vllm":
         return VLLMEngine(
             model,
+            settings=settings,
             adapter=adapter,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
             seed=seed,
-            **kwargs,
+            enable_lora=enable_lora,
+            max_lora_rank=max_lora_rank,
         )
-    if backend == "hf":
-        return HFEngine(model, adapter=adapter, dtype=dtype if dtype != "auto" else "float32")
-    raise ValueError(f"backend={backend!r} is not known; allowed: {list(BACKENDS)}")
+    dtype = settings.dtype if settings.dtype != "auto" else "float32"
+    return HFEngine(model, adapter=adapter, dtype=dtype)

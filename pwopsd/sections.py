@@ -2,8 +2,8 @@
 
 The notebooks call one function here and then display; the book pages read the files these
 functions write (``results/<profile>/<section>/<section>.json``), never the notebooks' outputs.
-Sections whose pipeline (training, the diagnostic) has not landed yet write a ``pending``
-status file instead, so the book renders a skeleton that says so.
+Sections whose pipeline (training) has not landed yet write a ``pending`` status file
+instead, so the book renders a skeleton that says so.
 """
 
 from __future__ import annotations
@@ -12,23 +12,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import MainTableConfig, NotebookConfig, ScheduleSweepConfig
+from pwopsd.config import DiagnosticConfig, MainTableConfig, NotebookConfig, ScheduleSweepConfig
 from pwopsd.provenance import write_results
 
 PENDING_REASONS: dict[str, str] = {
-    "diagnostic": "the branch-viability diagnostic (pwopsd.diagnostic) has not landed yet",
     "schedule_sweep": "the training loop (pwopsd.train) has not landed yet",
     "cross_model": "the training loop (pwopsd.train) has not landed yet",
     "reduction_factorial": "the training loop (pwopsd.train) has not landed yet",
 }
 """Section -> why it only writes a skeleton today."""
 
-TRAINED_METHODS_PENDING = "training (pwopsd.train) has not landed yet"
-
 
 def results_path(cfg: NotebookConfig) -> Path:
-    """Where a section's results file goes: <results_dir>/<section>.json."""
-    return cfg.results_dir / f"{cfg.notebook}.json"
+    """Where a section's results file goes: <results_dir>/<section>.json for the full
+    configuration, <results_dir>/<section>.<tag>.json for any smaller or other one (the book
+    reads only the full one)."""
+    tag = cfg.scale_tag()
+    return cfg.results_dir / (f"{cfg.notebook}.{tag}.json" if tag else f"{cfg.notebook}.json")
 
 
 def run_section(cfg: NotebookConfig) -> dict[str, Any]:
@@ -47,40 +47,113 @@ def run_section(cfg: NotebookConfig) -> dict[str, Any]:
     return result
 
 
+def run_diagnostic(cfg: DiagnosticConfig) -> dict[str, Any]:
+    """Run (or resume) the branch-viability diagnostic, phases A-G.
+
+    Writes ``diagnostic.json``, ``table1.json`` and ``figure1.json`` under
+    ``results/<profile>/diagnostic/`` (``<name>.<tag>.json`` for a smaller or otherwise
+    configured run; per-phase files under its ``scratch/``).
+    """
+    from pwopsd.diagnostic.phases import run
+
+    return run(cfg)
+
+
 def eval_seeds_for(cfg: MainTableConfig) -> list[int]:
     """Evaluation seeds derived from the run seed: distinct across runs, fixed per run."""
     return [cfg.seed * 1000 + k for k in range(cfg.eval_seeds)]
 
 
-def run_main_table(cfg: MainTableConfig) -> dict[str, Any]:
-    """Evaluate every requested method on the profile's benchmarks; write main_table.json.
+def main_table_runs(cfg: MainTableConfig) -> list[Any]:
+    """The training runs the main table needs: one per trained method (PW-OPSD per schedule)."""
+    from pwopsd.train import RunSpec
 
-    Today only ``base`` (the untrained main model) can run; trained methods are listed as
-    pending until the training loop lands.
+    overrides: tuple[tuple[str, Any], ...] = ()
+    if cfg.train_steps is not None:
+        train = cfg.get_profile().train
+        steps = cfg.train_steps
+        overrides = (
+            ("max_steps", steps),
+            ("eval_step", min(train.eval_step, steps)),
+            ("save_every", min(train.save_every, steps)),
+        )
+    # A run for another out_dir keeps its runs beside its results, away from the shared ones.
+    root = str(cfg.results_dir / "runs") if cfg.out_dir else ""
+    specs = []
+    for method in cfg.methods:
+        if method == "base":
+            continue
+        for schedule in cfg.schedules if method == "pw_opsd" else [None]:
+            specs.append(
+                RunSpec(
+                    method=method,
+                    seed=cfg.seed,
+                    schedule=schedule,
+                    profile=cfg.profile,
+                    overrides=overrides,
+                    root=root,
+                )
+            )
+    return specs
+
+
+def run_main_table(cfg: MainTableConfig) -> dict[str, Any]:
+    """Train (or reuse) every requested method, evaluate each at ``eval_step``; write the table.
+
+    One vLLM engine serves everything in this process: the training rollouts (a new
+    ``LoRARequest`` per update) and the evaluation of the base model and of every adapter.
     """
     from pwopsd import evaluate
+    from pwopsd.sampling import make_engine
+    from pwopsd.train import train
 
     prof = cfg.get_profile()
     start = time.time()
     seeds = eval_seeds_for(cfg)
+    specs = main_table_runs(cfg)
+    engine = make_engine(
+        "vllm",
+        prof.main_model,
+        profile=prof,
+        enable_lora=bool(specs),
+        max_lora_rank=prof.train.lora_r,
+    )
     methods: dict[str, Any] = {}
-    pending: dict[str, str] = {}
-    for method in cfg.methods:
-        if method != "base":
-            names = [f"pw_opsd_{s}" for s in cfg.schedules] if method == "pw_opsd" else [method]
-            for name in names:
-                pending[name] = TRAINED_METHODS_PENDING
-            continue
-        summary = evaluate.evaluate_model(
-            prof.main_model,
-            list(prof.benchmarks),
-            seeds=seeds,
-            sampling=prof.eval_sampling,
-            out_dir=cfg.results_dir / "samples" / method,
-            max_problems=cfg.max_problems,
-            profile=prof,
-        )
-        methods[method] = summary
+    runs: dict[str, Any] = {}
+    try:
+        if "base" in cfg.methods:
+            methods["base"] = evaluate.evaluate_model(
+                prof.main_model,
+                list(prof.benchmarks),
+                seeds=seeds,
+                sampling=prof.eval_sampling,
+                out_dir=cfg.results_dir / "samples" / "base",
+                max_problems=cfg.max_problems,
+                profile=prof,
+                engine=engine,
+            )
+        for spec in specs:
+            run = train(spec, engine=engine)
+            runs[spec.name] = {
+                "run_dir": str(run.run_dir),
+                "reused": run.reused,
+                "eval_step": run.summary.get("eval_step"),
+                "train_seconds": run.summary.get("provenance", {}).get("wall_seconds"),
+                "metrics": _read_metrics(run.run_dir / "metrics.jsonl"),
+            }
+            methods[spec.name] = evaluate.evaluate_model(
+                prof.main_model,
+                list(prof.benchmarks),
+                seeds=seeds,
+                sampling=prof.eval_sampling,
+                out_dir=cfg.results_dir / "samples" / spec.name,
+                adapter=str(run.eval_adapter),
+                max_problems=cfg.max_problems,
+                profile=prof,
+                engine=engine,
+            )
+    finally:
+        engine.close()
     result = {
         "section": "main_table",
         "status": "ok" if methods else "pending",
@@ -89,7 +162,8 @@ def run_main_table(cfg: MainTableConfig) -> dict[str, Any]:
         "eval_seeds": seeds,
         "sampling": prof.eval_sampling.__dict__,
         "methods": methods,
-        "pending": pending,
+        "runs": runs,
+        "pending": {},
         "config": cfg.to_dict(),
     }
     write_results(
@@ -101,6 +175,15 @@ def run_main_table(cfg: MainTableConfig) -> dict[str, Any]:
     )
     print(f"[main_table] wrote {results_path(cfg)} in {time.time() - start:.0f} s")
     return result
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    """A run's per-step metrics (small: one row per step) for the book's training curves."""
+    import json
+
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def show_main_table(result: dict[str, Any]):

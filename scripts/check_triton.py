@@ -4,11 +4,13 @@
     python scripts/check_triton.py                 # on a CUDA machine: checks + timing -> results/bench/triton_check.json
     python scripts/check_triton.py --interpret     # no GPU: Triton's CPU interpreter, small checks only
 
-Checks (each vs :func:`pwopsd.losses.reference_per_token_clipped_fkl` in fp64 on the same
+Checks (each vs :func:`pwopsd.kernels.reference_per_token_clipped_fkl` in fp64 on the same
 inputs): per-token values and gradients, the weighted (fused coefficients) form, fp32 / bf16 /
 fp16 logits, temperature 1 and 1.1, tau_clip 0.05 and None, -inf (masked vocab) entries, rows
 with coefficient 0 holding garbage, a vocab that is not a multiple of the tile, and an
-all-masked batch. Timing (CUDA only): oracle (the fp32 reference loss + backward, what the
+all-masked batch; then the edges every implementation shares: a NaN in a row that counts gives
+NaN, padding rows of NaN or ``-inf`` never reach the weighted value or gradient, a teacher that
+requires grad is detached. Timing (CUDA only): oracle (the fp32 reference loss + backward, what the
 release does) vs the Triton kernel at B*T tokens x V, against the memory floor = one pass that
 reads both logits tensors and writes a gradient (``torch.add(s, t, out=g)``). Issue targets:
 Triton >= 3x faster than the oracle at B*T = 8192 and within 2x of the floor.
@@ -64,7 +66,7 @@ def oracle64(
     s: torch.Tensor, t: torch.Tensor, temperature: float, tau: float | None, keep: torch.Tensor
 ):
     """fp64 reference per-token loss and the gradient of ``sum(upstream * loss)`` rows in ``keep``."""
-    from pwopsd.losses import reference_per_token_clipped_fkl
+    from pwopsd.kernels.reference import reference_per_token_clipped_fkl
 
     s64 = s.double().clone()
     s64[~keep] = 0.0  # garbage rows are excluded from the comparison
@@ -157,6 +159,69 @@ def check_correctness(device: str, quick: bool = False) -> list[dict[str, Any]]:
     return records
 
 
+def check_edges(device: str) -> list[dict[str, Any]]:
+    """NaN and padding edges, same conventions as every other implementation (PROTOCOL sec. 2).
+
+    A NaN in a row that counts gives a NaN loss (per-token and weighted) and a NaN gradient in
+    that row; rows with coefficient 0 holding NaN or all ``-inf`` never reach the weighted value
+    or gradient; a teacher that requires grad is a constant (detached, no error).
+    """
+    from pwopsd.kernels.triton_fkl import triton_clipped_fkl, weighted_triton_clipped_fkl
+
+    records = []
+    for side in ("student", "teacher"):
+        case = make_case(6, 300, torch.float32, device, seed=7)
+        s, t, coeff = case["s"].clone(), case["t"].clone(), case["coeff"]
+        s[-1] = 0.0  # no other garbage in this case
+        (s if side == "student" else t)[2, 17] = math.nan
+        x = s.clone().requires_grad_(True)
+        loss = triton_clipped_fkl(x, t, 1.1, 0.05, block_v=128)
+        loss.sum().backward()
+        y = s.clone().requires_grad_(True)
+        total, _ = weighted_triton_clipped_fkl(y, t, coeff, 1.1, 0.05, block_v=128)
+        total.backward()
+        others = torch.ones(6, dtype=torch.bool, device=device)
+        others[2] = False
+        records.append(
+            {
+                "case": f"nan_valid_{side}",
+                "pass": bool(loss[2].isnan())
+                and bool(torch.isfinite(loss[others]).all())
+                and bool(total.isnan())
+                and bool(x.grad[2].isnan().any() and y.grad[2].isnan().any())
+                and bool(torch.isfinite(y.grad[others]).all()),
+            }
+        )
+    case = make_case(6, 300, torch.float32, device, seed=8)  # row 5: NaN student, coefficient 0
+    s, t, coeff = case["s"].clone(), case["t"].clone(), case["coeff"].clone()
+    coeff[3] = 0.0
+    t[3] = -math.inf  # a padding row of -inf
+    keep = coeff != 0
+    x = s.clone().requires_grad_(True)
+    total, _ = weighted_triton_clipped_fkl(x, t, coeff, 1.1, 0.05, block_v=128)
+    total.backward()
+    clean_s, clean_t = s.clone(), t.clone()
+    clean_s[~keep], clean_t[~keep] = 0.0, 0.0
+    z = clean_s.clone().requires_grad_(True)
+    clean_total, _ = weighted_triton_clipped_fkl(z, clean_t, coeff, 1.1, 0.05, block_v=128)
+    clean_total.backward()
+    records.append(
+        {
+            "case": "garbage_padding",
+            "pass": bool(torch.isfinite(total))
+            and float(total) == float(clean_total)
+            and bool((x.grad[~keep] == 0).all())
+            and bool(torch.equal(x.grad, z.grad)),
+        }
+    )
+    teacher = case["t"].clone().requires_grad_(True)
+    w = case["s"].clone().nan_to_num(0.0).requires_grad_(True)
+    total, _ = weighted_triton_clipped_fkl(w, teacher, case["coeff"], 1.1, 0.05, block_v=128)
+    total.backward()
+    records.append({"case": "teacher_requires_grad", "pass": teacher.grad is None})
+    return records
+
+
 def cuda_time(fn, repeats: int = 5) -> float:
     """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up (CUDA events)."""
     fn()
@@ -174,8 +239,8 @@ def cuda_time(fn, repeats: int = 5) -> float:
 
 def time_impls(n_tokens: int, vocab: int, dtype: torch.dtype) -> dict[str, Any]:
     """Oracle vs Triton (loss + backward) vs the read-both-write-one floor, on CUDA."""
+    from pwopsd.kernels.reference import reference_per_token_clipped_fkl
     from pwopsd.kernels.triton_fkl import weighted_triton_clipped_fkl
-    from pwopsd.losses import reference_per_token_clipped_fkl
 
     g = torch.Generator(device="cuda").manual_seed(0)
     s = (torch.randn(n_tokens, vocab, device="cuda", generator=g) * 2).to(dtype)
@@ -241,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     t0 = time.perf_counter()
-    records = check_correctness(device, quick=args.interpret)
+    records = check_correctness(device, quick=args.interpret) + check_edges(device)
     for r in records:
         print(json.dumps(r))
     ok = all(r["pass"] for r in records)

@@ -61,6 +61,9 @@ def test_defaults_are_valid(cls):
         (config.ScheduleSweepConfig, {"w_min": 1.5, "c": 0.3, "s": 0.1}, r"w_min=1.5.*\[0, 1\]"),
         (config.ScheduleSweepConfig, {"w_min": 0.5, "c": 0.3, "s": 0.0}, r"s=0.0"),
         (config.ScheduleSweepConfig, {"w_min": 0.5}, r"together"),
+        (config.ScheduleSweepConfig, {"w_min": 0.25, "c": -0.2, "s": 0.1}, r"c=-0.2.*\[0, 1\]"),
+        (config.ScheduleSweepConfig, {"w_min": 0.25, "c": 1.5, "s": 0.1}, r"c=1.5"),
+        (config.MainTableConfig, {"out_dir": "/proc/forbidden"}, r"out_dir='/proc/forbidden'"),
         (
             config.ReductionFactorialConfig,
             {"reductions": ["median"]},

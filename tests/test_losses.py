@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pwopsd import config
 from pwopsd import losses as L
+from pwopsd.config import ConfigError
 
 
 def sigmoid(x: float) -> float:
@@ -132,13 +134,23 @@ def test_position_weights_shape_of_curve():
     [
         ({"w_min": -0.1}, "w_min"),
         ({"w_min": 1.5}, "w_min"),
-        ({"s": 0.0}, "s "),
-        ({"s": -1.0}, "s "),
+        ({"s": 0.0}, "transition width"),
+        ({"s": -1.0}, "transition width"),
+        ({"c": -0.2}, "transition centre"),
+        ({"c": 1.3}, "transition centre"),
+        ({"c": math.nan}, "c=nan"),
     ],
 )
 def test_position_weight_errors(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         L.position_weights(torch.ones(1, 3, dtype=torch.bool), **kwargs)
+    # the explicit-tuple schedule and the notebooks' configs share the same check
+    sched = dict(zip(("w_min", "c", "s"), L.SCHEDULES["moderate"], strict=True)) | kwargs
+    with pytest.raises(ConfigError, match=match):
+        L.resolve_schedule((sched["w_min"], sched["c"], sched["s"]))
+    with pytest.raises(ConfigError, match=match):
+        config.check_schedule(**sched)
+    assert L.check_schedule is config.check_schedule
 
 
 def test_position_weight_bad_mask():
@@ -241,7 +253,7 @@ def test_factorial_cells_and_named_methods():
     assert L.method_loss("opsd", s, t, mask).loss.item() == pytest.approx(
         expect["uniform_global"].item()
     )
-    assert L.method_loss("pwopsd", s, t, mask).loss.item() == pytest.approx(
+    assert L.method_loss("pw_opsd", s, t, mask).loss.item() == pytest.approx(
         expect["position_per_sequence"].item()
     )
     # cells differ from each other on this batch (the factorial is not degenerate)
@@ -250,11 +262,11 @@ def test_factorial_cells_and_named_methods():
 
 def test_pwopsd_schedule_changes_loss_and_gradients_agree():
     s, t, mask, _ = batch()
-    a = L.pwopsd_loss(s, t, mask, schedule="moderate", impl="chunked")
-    b = L.pwopsd_loss(s, t, mask, schedule="aggressive", impl="chunked")
+    a = L.pw_opsd_loss(s, t, mask, schedule="moderate", impl="chunked")
+    b = L.pw_opsd_loss(s, t, mask, schedule="aggressive", impl="chunked")
     assert a.loss.item() != pytest.approx(b.loss.item())
     (g_fast,) = torch.autograd.grad(a.loss, s)
-    (g_ref,) = torch.autograd.grad(L.pwopsd_loss(s, t, mask, impl="reference").loss, s)
+    (g_ref,) = torch.autograd.grad(L.pw_opsd_loss(s, t, mask, impl="reference").loss, s)
     assert torch.allclose(g_fast, g_ref, atol=1e-12)
     assert g_fast[2].eq(0).all()  # the all-masked row gets exactly zero gradient
 
@@ -344,6 +356,10 @@ def test_method_loss_errors():
         L.method_loss("reopold", s, t, mask, tokens=tokens, step=-1)
     with pytest.raises(ValueError, match="ids >= the vocab"):
         L.method_loss("eopd", s, t, mask, tokens=tokens.clamp(min=0) + 100)
+    negative = tokens.clone()
+    negative[0, 0] = -100  # a valid position holding the ignore id
+    with pytest.raises(ValueError, match="< 0 at valid positions"):
+        L.method_loss("reopold", s, t, mask, tokens=negative)
     with pytest.raises(ValueError, match="weighting"):
         L.factorial_loss(s, t, mask, "linear", "global")
 
@@ -358,7 +374,7 @@ def test_every_method_runs_in_bf16_and_fp32(method):
         assert g.dtype == dtype
 
 
-@pytest.mark.parametrize("method", ["opsd", "pwopsd", "position_global"])
+@pytest.mark.parametrize("method", ["opsd", "pw_opsd", "position_global"])
 def test_fused_method_loss_matches_logits_path(method):
     g = torch.Generator().manual_seed(7)
     h_s = torch.randn(3, 6, 8, generator=g, dtype=torch.float64, requires_grad=True)
@@ -373,3 +389,139 @@ def test_fused_method_loss_matches_logits_path(method):
     assert torch.allclose(g_fused, g_plain, atol=1e-12)
     with pytest.raises(ValueError, match="use method_loss"):
         L.fused_method_loss("eopd", h_s, h_t, w, mask)
+
+
+# --------------------------------------------------------------------------------------
+# baselines: garbage at masked positions, EOPD's gradient and its top-k edge
+# --------------------------------------------------------------------------------------
+
+
+def eopd_written_out(s, t, tokens, mask, temperature=1.1, k=16, eps=0.2, h_min=0.8):
+    """EOPD per PROTOCOL sec. 2, token by token, plainly (autograd gives the reference gradient).
+
+    Per valid token o: A = log p_T(o) - log p_S(o) (detached), r = exp(log p_S(o) - detached),
+    L_OPD = max(-r A, -clip(r, 1 - eps, 1 + eps) A); H = full-vocab teacher entropy;
+    L_FKL = sum over the teacher's top-k ids v (those with any mass) of q_v (log q_v - log p_S,v),
+    q = the teacher renormalised over its top-k. Loss = mean over valid tokens of
+    L_OPD + 1[H > h_min] L_FKL.
+    """
+    total, n = 0.0, 0
+    for b in range(s.shape[0]):
+        for j in range(s.shape[1]):
+            if not mask[b, j]:
+                continue
+            log_ps = F.log_softmax(s[b, j] / temperature, -1)
+            log_pt = F.log_softmax(t[b, j].detach() / temperature, -1)
+            o = int(tokens[b, j])
+            adv = (log_pt[o] - log_ps[o]).detach()
+            r = torch.exp(log_ps[o] - log_ps[o].detach())
+            l_opd = torch.maximum(-r * adv, -torch.clamp(r, 1 - eps, 1 + eps) * adv)
+            p_t = log_pt.exp()
+            ent = -sum(p_t[v] * log_pt[v] for v in range(len(p_t)) if p_t[v] > 0)
+            top_vals, top_ids = torch.topk(t[b, j].detach() / temperature, min(k, t.shape[-1]))
+            keep = torch.isfinite(top_vals)  # ids where the teacher has no mass add nothing
+            log_q = F.log_softmax(top_vals[keep], -1)
+            l_fkl = (log_q.exp() * (log_q - log_ps[top_ids[keep]])).sum()
+            total = total + l_opd + (l_fkl if ent > h_min else 0.0)
+            n += 1
+    return total / max(n, 1)
+
+
+def eopd_batch(seed=3, v=40):
+    """fp64 batch whose teacher is peaked at some tokens and flat at others (both gate branches)."""
+    s, t, mask, tokens = batch(seed=seed, v=v)
+    g = torch.Generator().manual_seed(seed + 1)
+    sharpness = torch.where(torch.rand(t.shape[:2], generator=g) < 0.5, 3.0, 0.2)  # [B, T]
+    return s, t * sharpness[..., None], mask, tokens
+
+
+def test_eopd_value_and_gradient_match_the_written_out_formula():
+    s, t, mask, tokens = eopd_batch()
+    out = L.eopd_loss(s, t, tokens, mask, temperature=1.1)
+    assert 0.0 < out.metrics["high_entropy_fraction"] < 1.0  # both gate branches are exercised
+    expect = eopd_written_out(s, t, tokens, mask, temperature=1.1)
+    (g,) = torch.autograd.grad(out.loss, s)
+    (g_expect,) = torch.autograd.grad(expect, s)
+    assert out.loss.item() == pytest.approx(expect.item(), rel=1e-12)
+    assert g.abs().max() > 0 and torch.allclose(g, g_expect, rtol=1e-10, atol=1e-14)
+    # the L_OPD part alone: its gradient is that of -A log p_S(o), not zero (r = 1 in value only)
+    logp_o = F.log_softmax(s / 1.1, -1).gather(-1, tokens.clamp(min=0)[..., None])[..., 0]
+    adv = (F.log_softmax(t / 1.1, -1).gather(-1, tokens.clamp(min=0)[..., None])[..., 0]).sub(
+        logp_o
+    )
+    out_opd = L.eopd_loss(s, t, tokens, mask, temperature=1.1, entropy_threshold=math.inf)
+    (g_opd,) = torch.autograd.grad(out_opd.loss, s)
+    (g_opd_expect,) = torch.autograd.grad(-(adv.detach() * logp_o)[mask].sum() / mask.sum(), s)
+    assert g_opd.abs().max() > 0 and torch.allclose(g_opd, g_opd_expect, atol=1e-14)
+
+
+def test_eopd_teacher_with_fewer_finite_logits_than_top_k():
+    s, t, mask, tokens = eopd_batch(v=40)
+    t = t * 0.05  # flat teacher: the gate is open everywhere
+    t[0, 1, 5:] = -math.inf  # 5 finite logits at a valid token, fewer than the top-16
+    t[1, 2, :39] = -math.inf  # a one-hot teacher (one finite logit)
+    t[0, 3, 10:] = -math.inf  # 10 finite logits
+    tokens[0, 1], tokens[1, 2], tokens[0, 3] = 2, 39, 4  # sampled where the teacher has mass
+    out = L.eopd_loss(s, t, tokens, mask, temperature=1.1)
+    (g,) = torch.autograd.grad(out.loss, s)
+    assert torch.isfinite(out.loss) and torch.isfinite(g).all()
+    expect = eopd_written_out(s, t, tokens, mask, temperature=1.1)
+    (g_expect,) = torch.autograd.grad(expect, s)
+    assert out.loss.item() == pytest.approx(expect.item(), rel=1e-12)
+    assert torch.allclose(g, g_expect, rtol=1e-10, atol=1e-14)
+
+
+def garbage_at_masked_positions(s, t, mask):
+    """Copies of (s, t) with NaN, a row of -inf and inf at masked positions only."""
+    s, t = s.detach().clone(), t.clone()
+    assert not mask[1, 4] and not mask[1, 5] and not mask[2].any()
+    s[1, 4], t[1, 5] = math.nan, -math.inf  # padding: NaN student, all -inf teacher
+    s[1, 5, 3], t[1, 4, 0] = math.inf, math.nan
+    s[2], t[2, 3] = -math.inf, math.nan  # an empty row of garbage
+    return s, t
+
+
+@pytest.mark.parametrize("method,step", [("eopd", 0), ("reopold", 0), ("reopold", 60)])
+def test_baselines_ignore_garbage_at_masked_positions(method, step):
+    s, t, mask, tokens = eopd_batch()
+    dirty_s, dirty_t = garbage_at_masked_positions(s, t, mask)
+    clean = L.method_loss(method, s, t, mask, tokens=tokens, step=step)
+    (g_clean,) = torch.autograd.grad(clean.loss, s)
+    x = dirty_s.requires_grad_(True)
+    dirty = L.method_loss(method, x, dirty_t, mask, tokens=tokens, step=step)
+    (g,) = torch.autograd.grad(dirty.loss, x)
+    assert torch.isfinite(dirty.loss) and torch.isfinite(g).all()
+    assert g[~mask].eq(0).all() and g.abs().max() > 0
+    assert dirty.loss.item() == pytest.approx(clean.loss.item(), rel=1e-12)
+    assert torch.allclose(g, g_clean, rtol=1e-12, atol=0)
+    assert dirty.metrics == pytest.approx(clean.metrics, rel=1e-12)
+
+
+@pytest.mark.parametrize("method,step", [("eopd", 0), ("reopold", 0), ("reopold", 60)])
+@pytest.mark.parametrize("side", ["student", "teacher"])
+def test_baselines_nan_at_a_valid_token_gives_nan(method, step, side):
+    s, t, mask, tokens = eopd_batch()
+    s, t = s.detach().clone(), t.clone()
+    (s if side == "student" else t)[0, 2, 7] = math.nan
+    out = L.method_loss(method, s, t, mask, tokens=tokens, step=step)
+    assert out.loss.isnan()
+
+
+@pytest.mark.parametrize("method", L.METHODS)
+def test_teacher_that_requires_grad_gets_no_gradient_in_every_method(method):
+    s, t, mask, tokens = eopd_batch()
+    teacher = t.clone().requires_grad_(True)
+    out = L.method_loss(method, s, teacher, mask, tokens=tokens, step=60)
+    out.loss.backward()
+    assert teacher.grad is None and s.grad is not None
+    expect = L.method_loss(method, s.detach(), t, mask, tokens=tokens, step=60).loss
+    assert out.loss.item() == pytest.approx(expect.item(), rel=1e-12)
+
+
+def test_method_names_come_from_config():
+    assert L.METHODS == (*config.TRAINED_METHODS, *config.FACTORIAL_CELLS)
+    assert "pw_opsd" in L.METHODS and "pwopsd" not in L.METHODS
+    assert L.SCHEDULES is config.SCHEDULES and L.SCHEDULE_NOTES is config.SCHEDULE_NOTES
+    assert L.FACTORIAL_CELLS is config.FACTORIAL_CELLS
+    assert set(L.CLIPPED_FKL_METHODS) == set(L.METHODS) - {"eopd", "reopold"}
+    assert not hasattr(L, "PUBLISHED_SCHEDULES") and not hasattr(L, "pwopsd_loss")

@@ -76,6 +76,7 @@ BAD_PARAMETERS = [
     ("main_table", {"eval_seeds": "three"}, "ConfigError", "eval_seeds='three'"),
     ("schedule_sweep", {"schedules": ["gentle"]}, "ConfigError", "schedules contains 'gentle'"),
     ("schedule_sweep", {"w_min": 1.2, "c": 0.3, "s": 0.1}, "ConfigError", "w_min=1.2"),
+    ("schedule_sweep", {"w_min": 0.25, "c": -0.2, "s": 0.1}, "ConfigError", "c=-0.2"),
     ("reduction_factorial", {"schedule": "extreme"}, "ConfigError", "schedule='extreme'"),
     ("cross_model", {"families": ["mistral"]}, "ConfigError", "families contains 'mistral'"),
     ("diagnostic", {"bootstrap": 0}, "ConfigError", "bootstrap=0"),
@@ -99,6 +100,22 @@ def test_bad_parameter_fails_in_first_cell(tmp_path, section, params, ename, nee
     # validation cell right after that is the first one to run anything.
     assert err.value.cell_index == param_index + 2
     assert not (tmp_path / "results").exists(), "no results may be written on bad input"
+
+
+@pytest.mark.parametrize("out_dir", ["/proc/forbidden", "/etc/hostname/results"])
+def test_unwritable_out_dir_fails_in_first_cell(tmp_path, out_dir):
+    param_index, _ = _parameters_cell("main_table")
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(
+            str(NOTEBOOKS / "main_table.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"out_dir": out_dir},
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    assert err.value.ename == "ConfigError"
+    assert f"out_dir={out_dir!r}" in err.value.evalue
+    assert err.value.cell_index == param_index + 2
 
 
 def test_pending_section_runs_and_writes_status(tmp_path):
@@ -130,13 +147,22 @@ def test_main_table_notebook_end_to_end(tmp_path):
             "eval_seeds": 2,
             "methods": ["base", "pw_opsd"],
             "schedules": ["moderate"],
+            "train_steps": 2,
         },
         progress_bar=False,
         kernel_name="python3",
     )
-    doc = json.loads((out / "main_table.json").read_text())
+    # A smaller run never takes the full run's file name.
+    assert not (out / "main_table.json").exists()
+    (written,) = out.glob("main_table.*.json")
+    assert "max_problems2" in written.name and "train_steps2" in written.name
+    doc = json.loads(written.read_text())
     assert doc["status"] == "ok" and doc["eval_seeds"] == [1000, 1001]
-    assert doc["pending"] == {"pw_opsd_moderate": "training (pwopsd.train) has not landed yet"}
+    assert list(doc["methods"]) == ["base", "pw_opsd_moderate"]
+    run = doc["runs"]["pw_opsd_moderate"]
+    assert run["run_dir"].startswith(str(out / "runs"))  # never the shared results/<profile>/runs
+    assert [m["step"] for m in run["metrics"]] == [1, 2]
+    assert doc["methods"]["pw_opsd_moderate"]["adapter"].endswith("step-2/adapter")
     base = doc["methods"]["base"]["benchmarks"]
     assert list(base) == ["toy_math500", "toy_aime24", "toy_aime25", "toy_hmmt25"]
     for scores in base.values():
@@ -145,4 +171,4 @@ def test_main_table_notebook_end_to_end(tmp_path):
         assert scores["mean_sd"]["pass"]["mean"] >= avg["mean"]
     assert doc["provenance"]["profile"] == "toy" and doc["provenance"]["git_commit"]
     shown = json.dumps(nb["cells"][-1]["outputs"])
-    assert "Toy MATH-500" in shown and "pending" in shown
+    assert "Toy MATH-500" in shown and "pw_opsd_moderate" in shown

@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = {
     "loss": "pwopsd.bench.loss",
     "grading": "pwopsd.bench.grading",
+    "rollout": "pwopsd.bench.rollout",
 }
 
 

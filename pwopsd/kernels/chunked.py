@@ -20,17 +20,23 @@ Two entry points:
 * :func:`chunked_clipped_fkl` -> per-token loss [...] (differentiable; backward scales the
   stored gradient in place by the incoming per-token gradient).
 * :func:`weighted_chunked_clipped_fkl` -> ``sum(coefficients * loss)`` with the coefficients
-  (e.g. :func:`pwopsd.losses.token_coefficients`) fused into the gradient: no extra pass.
+  (e.g. :func:`pwopsd.losses.opsd.token_coefficients`) fused into the gradient: no extra pass.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 import warnings
 
 import torch
+
+from pwopsd.kernels.validate import (
+    check_chunk_size,
+    check_coefficients,
+    check_logits_pair,
+    check_temperature_clip,
+)
 
 Tensor = torch.Tensor
 
@@ -52,14 +58,14 @@ def fkl_chunk(
     log_p_s = s - torch.logsumexp(s, dim=-1, keepdim=True)
     log_p_t = t - torch.logsumexp(t, dim=-1, keepdim=True)
     p_t = log_p_t.exp()
-    f = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)  # [c, V]
+    f = torch.where(p_t == 0, 0.0, p_t * (log_p_t - log_p_s))  # [c, V]; NaN stays NaN
     if tau_clip is None:
         loss = f.sum(-1)
         a = p_t
     else:
-        active = f <= tau_clip
-        loss = torch.where(active, f, tau_clip).sum(-1)  # [c]
-        a = torch.where(active, p_t, 0.0)  # [c, V]
+        clipped = f > tau_clip  # NaN is never "clipped": it reaches the loss
+        loss = torch.where(clipped, tau_clip, f).sum(-1)  # [c]
+        a = torch.where(clipped, 0.0, p_t)  # [c, V]
     a_sum = a.sum(-1, keepdim=True)  # [c, 1]
     k = coeff.to(dtype).unsqueeze(-1)  # [c, 1]
     grad = torch.where(k != 0, (log_p_s.exp() * a_sum - a) * (k * inv_temp), 0.0)  # [c, V]
@@ -86,8 +92,9 @@ def fkl_chunk_inplace(
     """:func:`fkl_chunk` for eager mode: same result, three [c, V] buffers reused in place.
 
     About 1.7x faster than the functional body in eager PyTorch (fewer allocations and passes).
-    ``p_T = 0`` entries give ``0 * (-inf)`` = NaN in the product and are set to 0 afterwards,
-    the same convention as :func:`fkl_chunk`'s select.
+    ``p_T = 0`` entries give ``0 * (-inf)`` = NaN in the product and are set to 0 afterwards
+    (selected by ``p_T == 0``, the same convention as :func:`fkl_chunk`'s select), so a NaN
+    that comes from NaN logits is kept and reaches the loss.
     """
     dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
     log_p_s = student.to(dtype, copy=True).mul_(inv_temp)  # [c, V]
@@ -95,14 +102,15 @@ def fkl_chunk_inplace(
     f = teacher.to(dtype, copy=True).mul_(inv_temp)  # [c, V], log p_T for now
     f.sub_(torch.logsumexp(f, dim=-1, keepdim=True))
     p_t = f.exp()  # [c, V]
-    f.sub_(log_p_s).mul_(p_t).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+    f.sub_(log_p_s).mul_(p_t)  # [c, V]: NaN where p_T = 0 (0 * -inf)
+    f.masked_fill_(p_t == 0, 0.0)  # 0 log 0 = 0; a NaN from NaN logits is kept
     if tau_clip is None:
         loss = f.sum(-1)
         a = p_t
     else:
-        active = f <= tau_clip
-        loss = f.clamp_(max=tau_clip).sum(-1)  # [c]
-        a = p_t.mul_(active)  # [c, V]
+        clipped = f > tau_clip  # [c, V]; NaN is never "clipped"
+        loss = f.masked_fill_(clipped, tau_clip).sum(-1)  # [c]
+        a = p_t.masked_fill_(clipped, 0.0)  # [c, V]
     a_sum = a.sum(-1, keepdim=True)  # [c, 1]
     k = coeff.to(dtype).unsqueeze(-1)  # [c, 1]
     grad = log_p_s.exp_().mul_(a_sum).sub_(a).mul_(k * inv_temp)  # [c, V]
@@ -133,11 +141,11 @@ def fkl_chunk_loss(
     t = teacher.to(dtype) * inv_temp
     log_p_s = s - torch.logsumexp(s, dim=-1, keepdim=True)
     log_p_t = t - torch.logsumexp(t, dim=-1, keepdim=True)
-    p_t = log_p_t.exp()
-    f = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)
+    p_t = log_p_t.exp()  # [c, V]
+    f = torch.where(p_t == 0, 0.0, p_t * (log_p_t - log_p_s))  # [c, V]
     if tau_clip is not None:
-        f = f.clamp(max=tau_clip)
-    return f.sum(-1)
+        f = torch.where(f > tau_clip, tau_clip, f)
+    return f.sum(-1)  # [c]
 
 
 # --------------------------------------------------------------------------------------
@@ -194,11 +202,6 @@ def call_body(fn_name: str, use_compile: bool, *args):
 
 EAGER_BODIES = {"fkl_chunk_into": fkl_chunk_into_eager, "fkl_chunk_loss": fkl_chunk_loss}
 """Eager stand-ins for the compiled bodies (same results)."""
-
-
-def _check_chunk_size(chunk_size: int) -> None:
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
 
 def chunk_loop(
@@ -311,19 +314,13 @@ class WeightedFKL(torch.autograd.Function):
 
 def prepare_logits(
     student: Tensor, teacher: Tensor, temperature: float, tau_clip: float | None, chunk_size: int
-):
-    from pwopsd.losses import check_logits_pair, check_temperature_clip
-
+) -> tuple[Tensor, Tensor]:
+    """Check the inputs, [..., V] x 2 -> [N, V] x 2. The teacher is a constant: it is detached."""
     check_logits_pair(student, teacher, ndim=None)
     check_temperature_clip(temperature, tau_clip)
-    _check_chunk_size(chunk_size)
-    if teacher.requires_grad:
-        raise ValueError(
-            "teacher_logits requires grad: the teacher is a constant here; compute it under "
-            "torch.no_grad() or pass teacher_logits.detach()"
-        )
+    check_chunk_size(chunk_size)
     v = student.shape[-1]
-    return student.reshape(-1, v), teacher.reshape(-1, v)
+    return student.reshape(-1, v), teacher.detach().reshape(-1, v)
 
 
 def chunked_clipped_fkl(
@@ -337,7 +334,7 @@ def chunked_clipped_fkl(
 ) -> Tensor:
     """Per-token clipped FKL, [..., V] x 2 -> [...], never more than a chunk of [tokens, V] temporaries.
 
-    Same value and gradient as :func:`pwopsd.losses.reference_per_token_clipped_fkl`. Holds one
+    Same value and gradient as :func:`pwopsd.kernels.reference.reference_per_token_clipped_fkl`. Holds one
     [N, V] gradient (student dtype) from forward to backward; backward returns it scaled by the
     per-token upstream gradient (a second [N, V] tensor). Prefer
     :func:`weighted_chunked_clipped_fkl` when the reduction is known (training).
@@ -371,23 +368,13 @@ def weighted_chunked_clipped_fkl(
     are all 0 (runs of padding are skipped, not computed); use it under the mask only.
 
     The coefficients (e.g. position weight x mask / length, see
-    :func:`pwopsd.losses.token_coefficients`) are constants fused into the gradient; rows with
+    :func:`pwopsd.losses.opsd.token_coefficients`) are constants fused into the gradient; rows with
     coefficient 0 contribute nothing, not even NaN. The gradient formed in the forward pass is
     handed to autograd without a copy, so a second backward through the same graph
     (``retain_graph=True``) is refused with a clear error.
     """
     s, t = prepare_logits(student_logits, teacher_logits, temperature, tau_clip, chunk_size)
-    if not isinstance(coefficients, torch.Tensor) or tuple(coefficients.shape) != tuple(
-        student_logits.shape[:-1]
-    ):
-        shape = (
-            tuple(coefficients.shape)
-            if isinstance(coefficients, torch.Tensor)
-            else type(coefficients).__name__
-        )
-        raise ValueError(
-            f"coefficients must have shape {tuple(student_logits.shape[:-1])}, got {shape}"
-        )
+    check_coefficients(coefficients, student_logits.shape[:-1])
     use_compile = want_compile(compile, s.dtype, s.shape[0], s.shape[1], chunk_size)
     coeff = coefficients.detach().reshape(-1)
     loop = functools.partial(

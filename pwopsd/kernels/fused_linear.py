@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from pwopsd.kernels.chunked import _check_chunk_size, call_body, want_compile
+from pwopsd.kernels.chunked import call_body, want_compile
+from pwopsd.kernels.validate import check_chunk_size, check_coefficients, check_temperature_clip
 
 Tensor = torch.Tensor
 
@@ -75,7 +76,11 @@ class FusedLinearClippedFKL(torch.autograd.Function):
                 if need_h:
                     grad_h[start:stop] = (g_mm @ weight).to(h_s.dtype)  # [c, H]
                 if need_w:
-                    grad_w.addmm_(g.T, h_s[start:stop].to(dtype))  # [V, H]
+                    # padding rows have g = 0 but may hold garbage hidden states: 0 * NaN = NaN,
+                    # so they are zeroed before the outer product
+                    h_c = h_s[start:stop].to(dtype)  # [c, H]
+                    h_c = torch.where(c_all[start:stop, None] != 0, h_c, 0.0)
+                    grad_w.addmm_(g.T, h_c)  # [V, H]
         total = torch.where(c_all != 0, c_all * loss, torch.zeros_like(loss)).sum()
         ctx.grads = (grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
@@ -111,12 +116,13 @@ def fused_linear_clipped_fkl(
     ``weighted sum of reference_per_token_clipped_fkl(h_S @ W^T, h_T @ W_T^T)`` without ever
     forming the logits. Gradients: ``student_hidden`` always when it requires grad, ``weight``
     only when it requires grad (frozen lm_head under LoRA: leave it off, it costs a [V, H]
-    fp32 buffer). ``teacher_hidden`` and ``teacher_weight`` are constants.
+    fp32 buffer). The teacher is a constant: ``teacher_hidden`` and ``teacher_weight`` are
+    detached (and when ``teacher_weight`` is None the teacher's use of ``weight`` carries no
+    gradient either). Rows with coefficient 0 never reach the loss or any gradient, even when
+    their hidden states are garbage; a NaN in a row with a coefficient gives a NaN loss.
     """
-    from pwopsd.losses import check_temperature_clip
-
     check_temperature_clip(temperature, tau_clip)
-    _check_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     for name, x in (
         ("student_hidden", student_hidden),
         ("teacher_hidden", teacher_hidden),
@@ -131,25 +137,19 @@ def fused_linear_clipped_fkl(
         )
     if weight.ndim != 2 or weight.shape[1] != student_hidden.shape[-1]:
         raise ValueError(
-            f"weight must be [V, H] with H = {student_hidden.shape[-1]} (hidden width), got {tuple(weight.shape)}"
+            f"weight must be [V, H] with H = {student_hidden.shape[-1]} (hidden width), "
+            f"got {tuple(weight.shape)}"
         )
     if teacher_weight is not None and teacher_weight.shape != weight.shape:
         raise ValueError(
             f"teacher_weight {tuple(teacher_weight.shape)} must match weight {tuple(weight.shape)} "
             "(same vocabulary and width)"
         )
-    if teacher_hidden.requires_grad or (
-        teacher_weight is not None and teacher_weight.requires_grad
-    ):
-        raise ValueError(
-            "teacher_hidden / teacher_weight require grad: the teacher is a constant (detach it)"
-        )
-    if tuple(coefficients.shape) != tuple(student_hidden.shape[:-1]):
-        raise ValueError(
-            f"coefficients must have shape {tuple(student_hidden.shape[:-1])}, got {tuple(coefficients.shape)}"
-        )
+    check_coefficients(coefficients, student_hidden.shape[:-1])
+    if teacher_weight is not None:
+        teacher_weight = teacher_weight.detach()  # the teacher is a constant
     h = student_hidden.shape[-1]
-    h_s, h_t = student_hidden.reshape(-1, h), teacher_hidden.reshape(-1, h)
+    h_s, h_t = student_hidden.reshape(-1, h), teacher_hidden.detach().reshape(-1, h)
     use_compile = want_compile(compile, h_s.dtype, h_s.shape[0], weight.shape[0], chunk_size)
     total, loss = FusedLinearClippedFKL.apply(
         h_s,

@@ -25,6 +25,7 @@ import os
 import torch
 
 from pwopsd.kernels.chunked import PerTokenFKL, WeightedFKL, prepare_logits
+from pwopsd.kernels.validate import check_coefficients
 
 Tensor = torch.Tensor
 
@@ -39,6 +40,27 @@ except ImportError:  # CPU-only installs
     HAVE_TRITON = False
 
 DEFAULT_BLOCK_V = 4096
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""Logit dtypes the kernel takes (it computes in fp32; fp64 goes to the chunked kernel)."""
+
+
+def unsupported_reason(student: Tensor, teacher: Tensor) -> str | None:
+    """Why the kernel cannot run on these (already checked) logits, or None when it can.
+
+    Input properties only (dtype, device), never a failure of the kernel itself: the dispatch
+    (:mod:`pwopsd.kernels.dispatch`) sends such inputs to the chunked kernel without marking
+    Triton as broken.
+    """
+    for name, x in (("student", student), ("teacher", teacher)):
+        if x.dtype not in SUPPORTED_DTYPES:
+            return f"{name} dtype {x.dtype} (the kernel takes fp32/bf16/fp16 and computes in fp32)"
+    if not student.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        return (
+            f"tensors on {student.device} (the kernel needs CUDA, or TRITON_INTERPRET=1 for tests)"
+        )
+    return None
+
 
 if HAVE_TRITON:
 
@@ -97,11 +119,12 @@ if HAVE_TRITON:
             log_p_s = s - lse_s
             log_p_t = t - lse_t
             p_t = tl.exp(log_p_t)
-            f = tl.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)
+            # 0 log 0 = 0 where p_T = 0; "== 0" (not "> 0") keeps a NaN from NaN logits
+            f = tl.where(p_t == 0, 0.0, p_t * (log_p_t - log_p_s))
             if HAS_CLIP:
-                active = f <= tau
-                f = tl.where(active, f, tau)
-                a = tl.where(active, p_t, 0.0)
+                clipped = f > tau  # NaN is never "clipped": it reaches the loss
+                f = tl.where(clipped, tau, f)
+                a = tl.where(clipped, 0.0, p_t)
             else:
                 a = p_t
             loss += tl.sum(tl.where(valid, f, 0.0), axis=0)
@@ -122,8 +145,8 @@ if HAVE_TRITON:
                 log_p_t = t - lse_t
                 p_t = tl.exp(log_p_t)
                 if HAS_CLIP:
-                    f = tl.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0)
-                    a = tl.where(f <= tau, p_t, 0.0)
+                    f = tl.where(p_t == 0, 0.0, p_t * (log_p_t - log_p_s))
+                    a = tl.where(f > tau, 0.0, p_t)
                 else:
                     a = p_t
                 g = (tl.exp(log_p_s) * a_sum - a) * scale
@@ -144,12 +167,9 @@ def triton_loop(
     """Launch the kernel: [N, V] x 2 (+ [N] coefficients) -> (loss [N] fp32, gradient [N, V] | None)."""
     if not HAVE_TRITON:
         raise RuntimeError("Triton is not installed: use impl='chunked'")
-    if not student.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError(
-            "the Triton clipped FKL needs CUDA tensors (or TRITON_INTERPRET=1 for tests)"
-        )
-    if student.dtype == torch.float64:
-        raise TypeError("the Triton clipped FKL computes in fp32: use impl='chunked' for fp64")
+    reason = unsupported_reason(student, teacher)
+    if reason is not None:
+        raise TypeError(f"the Triton clipped FKL cannot take these inputs: {reason}")
     n, v = student.shape
     student = student if student.stride(-1) == 1 else student.contiguous()
     teacher = teacher if teacher.stride(-1) == 1 else teacher.contiguous()
@@ -189,7 +209,7 @@ def triton_clipped_fkl(
     *,
     block_v: int = DEFAULT_BLOCK_V,
 ) -> Tensor:
-    """Per-token clipped FKL on CUDA, [..., V] x 2 -> [...] fp32 (see :func:`pwopsd.losses.per_token_clipped_fkl`)."""
+    """Per-token clipped FKL on CUDA, [..., V] x 2 -> [...] fp32 (see :mod:`pwopsd.kernels.dispatch`)."""
     s, t = prepare_logits(student_logits, teacher_logits, temperature, tau_clip, 1)
     loop = functools.partial(
         triton_loop, temperature=temperature, tau_clip=tau_clip, block_v=block_v
@@ -208,10 +228,7 @@ def weighted_triton_clipped_fkl(
 ) -> tuple[Tensor, Tensor]:
     """``sum(coefficients * loss)`` and the detached per-token loss, coefficients fused in the kernel."""
     s, t = prepare_logits(student_logits, teacher_logits, temperature, tau_clip, 1)
-    if tuple(coefficients.shape) != tuple(student_logits.shape[:-1]):
-        raise ValueError(
-            f"coefficients must have shape {tuple(student_logits.shape[:-1])}, got {tuple(coefficients.shape)}"
-        )
+    check_coefficients(coefficients, student_logits.shape[:-1])
     loop = functools.partial(
         triton_loop, temperature=temperature, tau_clip=tau_clip, block_v=block_v
     )

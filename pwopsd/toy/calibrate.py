@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -135,10 +134,10 @@ def run_family(
     checkpoints: Path | None = None,
 ) -> dict:
     """Calibrate one family in this process (starts one vLLM engine)."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
+    from pwopsd.engine import build_vllm
     from pwopsd.evaluate import extract_answer, problem_metrics
     from pwopsd.sampling import derive_seed
     from pwopsd.toy.checkpoint import check_checkpoint
@@ -148,18 +147,8 @@ def run_family(
     check_checkpoint(path)
     start = time.time()
     tok = AutoTokenizer.from_pretrained(path)
-    llm = LLM(
-        model=path,
-        dtype=profile.dtype,
-        max_model_len=profile.max_model_len,
-        gpu_memory_utilization=profile.gpu_memory_utilization,
-        seed=0,
-        enforce_eager=True,  # skips torch.compile warm-up: faster start, same numbers
-        # A token budget no batch of prompts can exceed, so no prefill is ever split: a split
-        # prefill with per-request seeds crashes the CPU build ("CPU Generator does not use
-        # offset": vLLM rewinds the seeded generator of a partially prefilled request).
-        max_num_batched_tokens=profile.max_model_len * 1024,
-    )
+    # The engine factory: explicit CPU KV-cache bytes, no split prefills, eager start-up.
+    llm, _, _ = build_vllm(path, profile.engine, seed=0)
     entry: dict[str, Any] = {"logprob_max_abs_diff": logprob_gap(llm, path, tok)}
     if logprobs_only:
         return entry

@@ -1,0 +1,190 @@
+"""Distillation losses: OPSD, PW-OPSD, the EOPD and REOPOLD baselines, the reduction factorial.
+
+Everything here follows PROTOCOL section 2 (and the release's ``ea_opsd_trainer.py``):
+
+* :mod:`pwopsd.losses.opsd`: per-token clipped forward KL (re-exported from
+  :mod:`pwopsd.kernels`), position weights, reductions, OPSD, PW-OPSD and the factorial cells;
+* :mod:`pwopsd.losses.baselines`: EOPD and REOPOLD.
+
+For the training loop, :func:`method_loss` is the single entry point: it takes one method name
+(:data:`METHODS`, spelled as in :mod:`pwopsd.config`) and the aligned completion tensors and
+returns a :class:`LossOutput`; :func:`fused_method_loss` is the same for the clipped-FKL methods
+from hidden states (no [B, T, V] logits).
+
+Method names, schedules and factorial cells have one home, :mod:`pwopsd.config`; they are
+re-exported here for convenience (``from pwopsd import losses as L; L.SCHEDULES``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pwopsd.config import (
+    FACTORIAL_CELLS,
+    SCHEDULE_NAMES,
+    SCHEDULE_NOTES,
+    SCHEDULES,
+    TRAINED_METHODS,
+    check_schedule,
+)
+from pwopsd.kernels.dispatch import IMPLS, Impl
+from pwopsd.kernels.fused_linear import fused_linear_clipped_fkl
+from pwopsd.kernels.validate import as_bool_mask, check_logits_pair, check_temperature_clip
+from pwopsd.losses.baselines import (
+    EOPD_ENTROPY_THRESHOLD,
+    EOPD_PPO_EPS,
+    EOPD_TOP_K,
+    REOPOLD_BETA,
+    REOPOLD_LAMBDA,
+    REOPOLD_T_SWITCH,
+    eopd_loss,
+    reopold_loss,
+)
+from pwopsd.losses.opsd import (
+    CLIPPED_FKL_METHODS,
+    LossOutput,
+    factorial_loss,
+    masked_mean,
+    method_coefficients,
+    opsd_loss,
+    per_token_clipped_fkl,
+    position_weights,
+    pw_opsd_loss,
+    reduce_tokens,
+    reference_per_token_clipped_fkl,
+    resolve_schedule,
+    token_coefficients,
+    weighted_clipped_fkl,
+)
+
+Tensor = torch.Tensor
+
+METHODS: tuple[str, ...] = (*TRAINED_METHODS, *FACTORIAL_CELLS)
+"""Names accepted by :func:`method_loss`: the trained methods and the factorial cells (config's)."""
+
+__all__ = [
+    "CLIPPED_FKL_METHODS",
+    "EOPD_ENTROPY_THRESHOLD",
+    "EOPD_PPO_EPS",
+    "EOPD_TOP_K",
+    "FACTORIAL_CELLS",
+    "IMPLS",
+    "METHODS",
+    "REOPOLD_BETA",
+    "REOPOLD_LAMBDA",
+    "REOPOLD_T_SWITCH",
+    "SCHEDULES",
+    "SCHEDULE_NAMES",
+    "SCHEDULE_NOTES",
+    "Impl",
+    "LossOutput",
+    "as_bool_mask",
+    "check_logits_pair",
+    "check_schedule",
+    "check_temperature_clip",
+    "eopd_loss",
+    "factorial_loss",
+    "fused_method_loss",
+    "method_loss",
+    "opsd_loss",
+    "per_token_clipped_fkl",
+    "position_weights",
+    "pw_opsd_loss",
+    "reduce_tokens",
+    "reference_per_token_clipped_fkl",
+    "reopold_loss",
+    "resolve_schedule",
+    "token_coefficients",
+    "weighted_clipped_fkl",
+]
+
+
+def method_loss(
+    method: str,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor,
+    *,
+    tokens: Tensor | None = None,
+    step: int = 0,
+    temperature: float = 1.1,
+    tau_clip: float | None = 0.05,
+    schedule: str | tuple[float, float, float] = "moderate",
+    impl: Impl = "auto",
+) -> LossOutput:
+    """The training loop's one call: the loss of ``method`` (one of :data:`METHODS`) on a micro-batch.
+
+    Inputs are aligned on completion positions: ``student_logits``/``teacher_logits`` [B, T, V]
+    (the teacher is a constant: detached), ``mask`` [B, T] valid completion tokens, ``tokens``
+    [B, T] the sampled completion ids (needed by "eopd" and "reopold"), ``step`` the optimizer
+    step (REOPOLD's phase switch). ``schedule`` applies to the position-weighted methods,
+    ``tau_clip`` and ``impl`` to the clipped-FKL ones (PROTOCOL sec. 2).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "eopd" or method == "reopold":
+        if tokens is None:
+            raise ValueError(f"method {method!r} needs tokens (the sampled completion ids)")
+        if method == "eopd":
+            return eopd_loss(student_logits, teacher_logits, tokens, mask, temperature)
+        return reopold_loss(student_logits, teacher_logits, tokens, mask, step, temperature)
+    weighting, reduction = CLIPPED_FKL_METHODS[method]
+    return factorial_loss(
+        student_logits,
+        teacher_logits,
+        mask,
+        weighting,
+        reduction,
+        temperature,
+        tau_clip,
+        schedule,
+        impl=impl,
+    )
+
+
+def fused_method_loss(
+    method: str,
+    student_hidden: Tensor,
+    teacher_hidden: Tensor,
+    lm_head_weight: Tensor,
+    mask: Tensor,
+    *,
+    temperature: float = 1.1,
+    tau_clip: float | None = 0.05,
+    schedule: str | tuple[float, float, float] = "moderate",
+    teacher_weight: Tensor | None = None,
+    chunk_size: int = 256,
+) -> LossOutput:
+    """:func:`method_loss` for the clipped-FKL methods from hidden states: no [B, T, V] logits.
+
+    ``student_hidden``/``teacher_hidden`` [B, T, H] are the inputs of the lm_head (after the
+    final norm) on the aligned completion positions, ``lm_head_weight`` [V, H] (shared by
+    student and teacher unless ``teacher_weight`` is given; the teacher side is a constant).
+    Methods: :data:`CLIPPED_FKL_METHODS` ("opsd", "pw_opsd" and the factorial cells); EOPD and
+    REOPOLD need full logits (use :func:`method_loss`).
+    """
+    if method not in CLIPPED_FKL_METHODS:
+        raise ValueError(
+            f"fused_method_loss handles {sorted(CLIPPED_FKL_METHODS)}, got {method!r} "
+            "(EOPD/REOPOLD: use method_loss)"
+        )
+    if not isinstance(student_hidden, torch.Tensor) or student_hidden.ndim != 3:
+        raise ValueError("student_hidden must be a 3-D [B, T, H] tensor")
+    weighting, reduction = CLIPPED_FKL_METHODS[method]
+    mask = as_bool_mask(mask, like=student_hidden)
+    dtype = torch.float64 if student_hidden.dtype == torch.float64 else torch.float32
+    coeff, weights = method_coefficients(mask, weighting, reduction, schedule, dtype)  # [B, T]
+    loss, per_token = fused_linear_clipped_fkl(
+        student_hidden,
+        teacher_hidden,
+        lm_head_weight,
+        coeff,
+        temperature,
+        tau_clip,
+        teacher_weight=teacher_weight,
+        chunk_size=chunk_size,
+    )  # [], [B, T]
+    metrics = {"fkl_token_mean": masked_mean(per_token, mask)}
+    if weights is not None:
+        metrics["position_weight_mean"] = masked_mean(weights, mask)
+    return LossOutput(loss, metrics)
