@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pwopsd.toy.calibrate import CALIBRATION_PATH, band_checks
+from pwopsd.toy.calibrate import CALIBRATION_PATH, band_checks, band_note
 from pwopsd.toy.models import FAMILIES
 from pwopsd.toy.teacher_signal import signal_checks, summarise
 
@@ -46,6 +46,7 @@ def test_teacher_signal_recorded_with_its_checks(calibration) -> None:
         assert signal["wrong_over_correct_fkl"] > 0
         assert 0 < signal["n_wrong"] < signal["n_rollouts"]
         assert signal["checks"] == signal_checks(signal)
+        assert entry["note"] == band_note(entry)  # the note names every unmet band
 
 
 def m(avg: float, p: float, tokens: float = 40.0) -> dict:

@@ -214,6 +214,17 @@ def band_checks(entry: dict) -> dict[str, bool]:
     }
 
 
+def band_note(entry: dict) -> str:
+    """One line naming the bands an entry does not meet (calibration and teacher signal)."""
+    checks = dict(entry.get("checks", {}))
+    signal = entry.get("teacher_signal")
+    checks.update(signal["checks"] if signal else {"teacher_signal_measured": False})
+    unmet = [name for name, ok in checks.items() if not ok]
+    if not unmet:
+        return "every band of issue 9 is met"
+    return "not met: " + ", ".join(unmet) + " (why: book/toy_world.md)"
+
+
 def _run_child(family: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "entry.json"
@@ -333,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         results = {
             f: results.get(f, previous.get(f)) for f in FAMILIES if f in results or f in previous
         }
+    for entry in results.values():
+        entry["note"] = band_note(entry)
     write_json(args.out, results)
     print(f"wrote {args.out}")
 

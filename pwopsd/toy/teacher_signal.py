@@ -250,11 +250,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"reduced run: not writing {CALIBRATION_PATH} (pass --out to keep it)")
         return
     from pwopsd.provenance import git_commit, write_json
+    from pwopsd.toy.calibrate import band_note
 
     payload = json.loads(args.out.read_text()) if args.out.exists() else {}
     for family, sig in results.items():
         sig["git_commit"] = git_commit()
         payload.setdefault(family, {})["teacher_signal"] = sig
+        payload[family]["note"] = band_note(payload[family])
     write_json(args.out, payload)
     print(f"wrote teacher_signal into {args.out}")
 
