@@ -27,7 +27,6 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "noclip_lr3e-4_60steps": {"tau_clip": None, "learning_rate": 3e-4, "max_steps": 60},
     "noclip_lr1e-3": {"tau_clip": None, "learning_rate": 1e-3},
     "clip0.5_lr1e-3_60steps": {"tau_clip": 0.5, "learning_rate": 1e-3, "max_steps": 60},
-    "noclip_lr3e-4_120steps": {"tau_clip": None, "learning_rate": 3e-4, "max_steps": 120},
 }
 """Candidate recipes: name -> TrainConfig overrides (on top of the toy profile)."""
 
