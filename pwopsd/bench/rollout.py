@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 from typing import Any
 
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             "hf": {"backend": "transformers generate", "dtype": "float32", "padding": "left"},
             "repeats": args.repeats,
             "torch_threads": torch.get_num_threads(),
+            # Other work on the machine skews both backends: say how busy it was.
+            "load_average_1min_at_end": os.getloadavg()[0],
             "batches": batches,
         },
         profile="toy",
