@@ -270,10 +270,18 @@ class HFEngine:
     def _sample(
         self, prompt: str, sampling: SamplingConfig, seed: int, logprobs: bool
     ) -> Completion:
+        ids = self._tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self.sample_ids(ids, sampling, seed, logprobs=logprobs)
+
+    def sample_ids(
+        self, ids: Sequence[int], sampling: SamplingConfig, seed: int, *, logprobs: bool = False
+    ) -> Completion:
+        """One sample continuing the prompt token ids ``ids`` (seeded; EOS kept, as vLLM does)."""
         import torch
 
         tok = self._tokenizer
-        enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+        x = torch.tensor([list(ids)], dtype=torch.long)  # [1, P]
+        enc = {"input_ids": x, "attention_mask": torch.ones_like(x)}
         greedy = sampling.temperature == 0
         gen_kwargs: dict[str, Any] = dict(
             max_new_tokens=sampling.max_new_tokens,

@@ -151,36 +151,7 @@ def stream_ids(
         yield from engine.stream(reqs, sampling)  # type: ignore[arg-type]
         return
     for key, ids, seed in requests:
-        yield key, _hf_sample_ids(engine, ids, sampling, seed)
-
-
-def _hf_sample_ids(engine: Any, ids: list[int], sampling: Any, seed: int) -> Any:
-    import torch
-
-    from pwopsd.sampling import Completion
-
-    tok = engine.tokenizer
-    net = engine.net
-    greedy = sampling.temperature == 0
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=sampling.max_new_tokens,
-        do_sample=not greedy,
-        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-    )
-    if not greedy:
-        kwargs.update(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k if sampling.top_k > 0 else None,
-        )
-    torch.manual_seed(seed)
-    x = torch.tensor([ids], device=net.device)
-    with torch.no_grad():
-        out = net.generate(input_ids=x, attention_mask=torch.ones_like(x), **kwargs)
-    new = out[0, len(ids) :].tolist()
-    eos = eos_ids(tok, net.generation_config)
-    finish = "stop" if new and new[-1] in eos else "length"
-    return Completion(tok.decode(new, skip_special_tokens=True), tuple(new), None, finish)
+        yield key, engine.sample_ids(ids, sampling, seed)
 
 
 # --------------------------------------------------------------------------------------
