@@ -38,6 +38,7 @@ CLI: ``python -m pwopsd.train --method pw_opsd --schedule moderate --seed 1 [--p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -67,8 +68,11 @@ from pwopsd.config import (
 TRAIN_METHODS = (*TRAINED_METHODS, *FACTORIAL_CELLS)
 """Every method the loop trains: the main-table methods and the reduction-factorial cells."""
 
-POSITION_METHODS = ("pw_opsd", "position_global", "position_per_sequence")
-"""Methods that use a position-weight schedule."""
+POSITION_METHODS = (
+    "pw_opsd",
+    *(cell for cell, (weighting, _) in FACTORIAL_CELLS.items() if weighting == "position"),
+)
+"""Methods that use a position-weight schedule (PW-OPSD and the factorial's position cells)."""
 
 Schedule = str | tuple[float, float, float]
 
@@ -168,13 +172,6 @@ class RunSpec:
 def world() -> tuple[int, int]:
     """(rank, world size) from the launcher's environment (torchrun / accelerate launch)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _all_mean(x: float, acc: Any) -> float:
-    if acc is None or acc.num_processes == 1:
-        return x
-    t = torch.tensor([x], dtype=torch.float64, device=acc.device)
-    return float(acc.reduce(t, reduction="mean").item())
 
 
 def _all_sum(x: float, acc: Any) -> float:
@@ -672,7 +669,7 @@ def _train_loop(
                         input_ids=batch.teacher_ids, attention_mask=batch.teacher_attention
                     ).logits
                     t_logits = gather_positions(t_logits, batch.teacher_positions)  # [B, T, V]
-                sync = acc.no_sync(model) if n < len(micro) - 1 else _null()
+                sync = acc.no_sync(model) if n < len(micro) - 1 else contextlib.nullcontext()
                 with sync:
                     s_logits = model(
                         input_ids=batch.student_ids, attention_mask=batch.student_attention
@@ -794,14 +791,6 @@ def _train_loop(
         )
     acc.wait_for_everyone()
     return _result(spec, cfg, rd, reused=False)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def derive_run_seed(spec: RunSpec) -> int:
