@@ -1,4 +1,5 @@
-# pwopsd: `make book` renders the book (toy profile, CPU), `make test` runs the test suite.
+# pwopsd: `make book` renders the book from the committed results, `make test` runs the test suite,
+# `make results SEED=k` runs every section's notebook for one seed (toy profile, CPU).
 # Both create .venv on first use (scripts/install.sh).
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,8 +8,9 @@ SEED   ?= 1
 PROFILE ?= toy
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
+SECTIONS := diagnostic main_table schedule_sweep cross_model reduction_factorial
 
-.PHONY: install book main-table test test-slow lint format lab sync-notebooks toy-data toy-models calibrate teacher-signal bench bench-loss bench-grading bench-rollout check-triton clean-book
+.PHONY: install book main-table results $(SECTIONS) test test-slow lint format lab sync-notebooks toy-data toy-models calibrate teacher-signal bench bench-loss bench-grading bench-rollout check-triton clean-book
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -16,14 +18,21 @@ $(STAMP): pyproject.toml scripts/install.sh
 
 install: $(STAMP)  ## create .venv and install pwopsd (CPU vLLM)
 
-main-table: $(STAMP)  ## run notebooks/main_table.ipynb with papermill (PROFILE, SEED)
-	@mkdir -p results/$(PROFILE)/main_table
-	$(VENV)/bin/papermill notebooks/main_table.ipynb results/$(PROFILE)/main_table/main_table.executed.ipynb \
+book: $(STAMP)  ## build the book from the committed results (no compute; HTML in _build/html)
+	$(VENV)/bin/jupyter-book build --all -W -n --keep-going book  # --all: re-execute every page; -W: a warning fails
+	@echo "Book: _build/html/index.html"
+
+# `make main_table SEED=2` (or any section): run that notebook with papermill for one seed; the
+# seed adds itself to the section's tables. The executed copy lands beside the results.
+$(SECTIONS): $(STAMP)
+	@mkdir -p results/$(PROFILE)/$@
+	$(VENV)/bin/papermill notebooks/$@.ipynb results/$(PROFILE)/$@/$@.seed$(SEED).executed.ipynb \
 		-p seed $(SEED) -p profile $(PROFILE) --cwd notebooks
 
-book: main-table  ## the main job: run the main table at the CPU default profile, build the book
-	$(VENV)/bin/jupyter-book build --all book  # --all: re-execute every page so new results show
-	@echo "Book: _build/html/index.html"
+main-table: main_table  ## alias: the main table for SEED at PROFILE
+
+results: $(SECTIONS)  ## all five notebooks for SEED at PROFILE (toy: see the book's Reproduce page), then `make book`
+	$(MAKE) book
 
 test: $(STAMP)  ## the test suite CI runs (no slow tests)
 	$(PY) -m pytest -m "not slow" -q

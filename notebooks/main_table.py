@@ -18,9 +18,10 @@
 #
 # Paper Table 1. Each method trains the main model (Qwen3 family) from the same base and is
 # evaluated with the protocol's sampling (n = 12, temperature 1.0, top-p 0.95) on four
-# benchmarks over several evaluation seeds; Avg@12, Pass@12 and Maj@12 are reported as mean and
-# Bessel sd over seeds. One vLLM engine serves the training rollouts and every evaluation.
-# Finished training runs (results/<profile>/runs/) are reused. Run with papermill, e.g.
+# benchmarks over several evaluation seeds. One vLLM engine serves the training rollouts and
+# every evaluation; finished training runs and evaluations (results/<profile>/runs/) are reused.
+# Each run writes `results/<profile>/main_table/main_table.seed<k>.json`; the book aggregates
+# the seeds present. Run with papermill, e.g.
 # `papermill notebooks/main_table.ipynb out.ipynb -p seed 1`.
 
 # %% tags=["parameters"]
@@ -43,7 +44,15 @@ cfg
 # %%
 from pwopsd import sections
 
-result = sections.run_main_table(cfg)
+result = sections.run_table_section(cfg)
+
+# %% [markdown]
+# Avg@12 (%), mean ± sd over this run's evaluation seeds:
 
 # %%
-sections.show_main_table(result)
+sections.show_table(result)
+
+# %%
+from pwopsd import plots, tables
+
+fig = plots.plot_rows(tables.aggregate([result]))

@@ -14,11 +14,13 @@
 # ---
 
 # %% [markdown]
-# # Reduction factorial (Appendix L)
+# # Reduction factorial: is it the weights or the per-sequence mean?
 #
-# {uniform, position} token weight x {global token mean, per-sequence mean} reduction.
-# Uniform/global is OPSD; position/per-sequence is PW-OPSD. The two off-diagonal cells say
-# whether the gain comes from the weight, the reduction, or both.
+# Paper Appendix L (Table 6): {uniform, position} token weight x {global token mean,
+# per-sequence mean}. Uniform/global is OPSD and position/per-sequence is PW-OPSD, so those two
+# cells reuse the main table's runs; the other two train here. The main effects and the
+# interaction are computed from the four cells. Writes
+# `results/<profile>/reduction_factorial/reduction_factorial.seed<k>.json`.
 
 # %% tags=["parameters"]
 seed = 1
@@ -27,6 +29,9 @@ out_dir = ""
 weightings = ["uniform", "position"]
 reductions = ["global", "per_sequence"]
 schedule = "moderate"
+eval_seeds = 3
+max_problems = None
+train_steps = None
 
 # %%
 # Validate every parameter before any compute (papermill only warns on unknown names).
@@ -38,4 +43,12 @@ cfg
 # %%
 from pwopsd import sections
 
-result = sections.run_section(cfg)
+result = sections.run_table_section(cfg)
+sections.show_table(result)
+
+# %%
+from pwopsd import plots, tables
+
+table = tables.aggregate([result])
+print(tables.factorial_effects(table))
+fig = plots.plot_factorial(table)

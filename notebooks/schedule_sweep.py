@@ -16,9 +16,11 @@
 # %% [markdown]
 # # Schedule sweep: how much should late tokens count?
 #
-# PW-OPSD under the Mild, Moderate, Sharp and Aggressive schedules, plus an optional custom
-# schedule (`w_min`, `c`, `s`). Only Moderate's values are published; the other three are this
-# project's choice (see `pwopsd.losses.SCHEDULES`).
+# Paper Table 3 and Figure 2: PW-OPSD under the Mild, Moderate, Sharp and Aggressive schedules
+# (plus an optional custom schedule `w_min`, `c`, `s`), with OPSD as the reference row. Only
+# Moderate's values are published; the other three are this project's choice (see
+# `pwopsd.config.SCHEDULES`). Runs shared with the main table (OPSD, Moderate, Aggressive) are
+# reused, not retrained. Writes `results/<profile>/schedule_sweep/schedule_sweep.seed<k>.json`.
 
 # %% tags=["parameters"]
 seed = 1
@@ -28,6 +30,9 @@ schedules = ["mild", "moderate", "sharp", "aggressive"]
 w_min = None
 c = None
 s = None
+eval_seeds = 3
+max_problems = None
+train_steps = None
 
 # %%
 # Validate every parameter before any compute (papermill only warns on unknown names).
@@ -39,7 +44,13 @@ cfg
 # %%
 from pwopsd import sections
 
-sections.show_schedules(cfg)
+fig = sections.show_schedules(cfg)
 
 # %%
-result = sections.run_section(cfg)
+result = sections.run_table_section(cfg)
+sections.show_table(result)
+
+# %%
+from pwopsd import plots, tables
+
+fig = plots.plot_rows(tables.aggregate([result]))

@@ -684,28 +684,22 @@ class DiagnosticConfig(NotebookConfig):
 
 
 @dataclass
-class MainTableConfig(NotebookConfig):
-    """Main results table (paper Table 1): methods x benchmarks, Avg/Pass/Maj@12."""
+class TableSectionConfig(NotebookConfig):
+    """Fields shared by the sections that train methods and evaluate them into a table."""
 
-    notebook: ClassVar[str] = "main_table"
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Methods to train and evaluate; any of "base", "opsd", "eopd", "reopold", "pw_opsd"."""
-    schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
-    """PW-OPSD schedules to run (mild/moderate/sharp/aggressive)."""
     eval_seeds: int = 3
     """Evaluation seeds per checkpoint (mean and Bessel sd are reported)."""
     max_problems: int | None = None
-    """Cap on problems per benchmark (None = all); for quick looks."""
+    """Cap on problems per benchmark (None = all); for quick looks. Such runs write results
+    under their own name and never replace full ones."""
     train_steps: int | None = None
     """Cap on optimizer steps per training run (None = the profile's); for quick looks. Such
     runs get their own run directories and never replace full ones."""
 
     def validate(self) -> None:
         super().validate()
-        _check_list_choice("methods", self.methods, METHODS)
         if self.train_steps is not None and self.train_steps < 1:
             raise ConfigError(f"train_steps={self.train_steps!r} must be >= 1 or None")
-        _check_list_choice("schedules", self.schedules, SCHEDULE_NAMES)
         if self.eval_seeds < 1:
             raise ConfigError(f"eval_seeds={self.eval_seeds!r} must be >= 1")
         if self.max_problems is not None and self.max_problems < 1:
@@ -713,8 +707,25 @@ class MainTableConfig(NotebookConfig):
 
 
 @dataclass
-class ScheduleSweepConfig(NotebookConfig):
-    """Schedule sweep: PW-OPSD under Mild/Moderate/Sharp/Aggressive (+ one custom schedule)."""
+class MainTableConfig(TableSectionConfig):
+    """Main results table (paper Table 1): methods x benchmarks, Avg/Pass/Maj@12."""
+
+    notebook: ClassVar[str] = "main_table"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    """Methods to train and evaluate; any of "base", "opsd", "eopd", "reopold", "pw_opsd"."""
+    schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
+    """PW-OPSD schedules to run (mild/moderate/sharp/aggressive)."""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_list_choice("methods", self.methods, METHODS)
+        _check_list_choice("schedules", self.schedules, SCHEDULE_NAMES)
+
+
+@dataclass
+class ScheduleSweepConfig(TableSectionConfig):
+    """Schedule sweep (paper Table 3, Figure 2): PW-OPSD under Mild/Moderate/Sharp/Aggressive
+    (+ one custom schedule), with OPSD as the reference row."""
 
     notebook: ClassVar[str] = "schedule_sweep"
     schedules: list[str] = field(default_factory=lambda: list(SCHEDULE_NAMES))
@@ -736,25 +747,32 @@ class ScheduleSweepConfig(NotebookConfig):
             check_schedule(self.w_min, self.c, self.s)
 
 
+FAMILIES = ("qwen3", "llama", "olmo3")
+"""Model families of the cross-model table (toy stand-ins at the toy profile)."""
+
+
 @dataclass
-class CrossModelConfig(NotebookConfig):
-    """Cross-model table: OPSD vs PW-OPSD Moderate on the three model families."""
+class CrossModelConfig(TableSectionConfig):
+    """Cross-model table (paper Table 4): base, OPSD and PW-OPSD Moderate on three families."""
 
     notebook: ClassVar[str] = "cross_model"
-    families: list[str] = field(default_factory=lambda: ["qwen3", "llama", "olmo3"])
+    families: list[str] = field(default_factory=lambda: list(FAMILIES))
     """Model families ("qwen3", "llama", "olmo3")."""
-    methods: list[str] = field(default_factory=lambda: ["opsd", "pw_opsd"])
-    """Methods per family."""
+    methods: list[str] = field(default_factory=lambda: ["base", "opsd", "pw_opsd"])
+    """Methods per family (any of "base", "opsd", "eopd", "reopold", "pw_opsd")."""
+    schedule: str = "moderate"
+    """PW-OPSD's schedule (the paper holds Moderate fixed across models)."""
 
     def validate(self) -> None:
         super().validate()
-        _check_list_choice("families", self.families, ("qwen3", "llama", "olmo3"))
+        _check_list_choice("families", self.families, FAMILIES)
         _check_list_choice("methods", self.methods, METHODS)
+        _check_choice("schedule", self.schedule, SCHEDULE_NAMES)
 
 
 @dataclass
-class ReductionFactorialConfig(NotebookConfig):
-    """Appendix L: {uniform, position} weight x {global, per-sequence} reduction."""
+class ReductionFactorialConfig(TableSectionConfig):
+    """Appendix L (paper Table 6): {uniform, position} weight x {global, per-sequence} reduction."""
 
     notebook: ClassVar[str] = "reduction_factorial"
     weightings: list[str] = field(default_factory=lambda: list(WEIGHTINGS))

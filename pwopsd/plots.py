@@ -102,67 +102,95 @@ def published_table(model: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["model", "method"])
 
 
-# ------------------------------------------------------------------ main table
+# ------------------------------------------------------------------ table sections
 
 
-def main_table_frame(result: dict[str, Any], metric: str = "avg") -> pd.DataFrame:
-    """Methods x benchmarks table of one metric (avg/pass/maj), "mean ± sd" in %."""
-    labels = {b["name"]: b["label"] or b["name"] for b in result["benchmarks"]}
-    rows = []
-    for method, summary in result.get("methods", {}).items():
-        row: dict[str, Any] = {"method": method}
-        means = []
-        for name, label in labels.items():
-            agg = summary["benchmarks"][name]["mean_sd"][metric]
-            row[label] = fmt_mean_sd(agg["mean"], agg["sd"])
-            means.append(agg["mean"])
-        row["mean"] = f"{100 * sum(means) / len(means):.2f}"
-        rows.append(row)
-    for method in result.get("pending", {}):
-        rows.append(
-            {"method": method, **{lab: "pending" for lab in labels.values()}, "mean": "pending"}
+def section_status(table: dict[str, Any] | None, section: str) -> str:
+    """One sentence for the top of a table section's page: which seeds, commit, wall time."""
+    if table is None:
+        return (
+            f"No results yet: run `papermill notebooks/{section}.ipynb out.ipynb -p seed 1` "
+            "(each seed adds itself to the tables)."
         )
-    return pd.DataFrame(rows).set_index("method")
+    provs = table["provenance"]
+    commits = sorted({str(p.get("git_commit"))[:12] for p in provs})
+    wall = sum(p.get("wall_seconds") or 0 for p in provs)
+    seeds = ", ".join(str(s) for s in table["seeds"])
+    return (
+        f"Results for training seed(s) {seeds} at profile `{provs[0].get('profile')}` "
+        f"(commit {', '.join(f'`{c}`' for c in commits)}; {wall / 60:.1f} min of wall time in "
+        f"all). Tables show mean ± sd over {table['spread']}."
+    )
 
 
-def plot_main_table(result: dict[str, Any]) -> plt.Figure:
-    """Grouped bars of Avg@k, Pass@k and Maj@k per benchmark (error bars: sd over seeds)."""
-    labels = {b["name"]: b["label"] or b["name"] for b in result["benchmarks"]}
-    methods = list(result.get("methods", {}))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)
-    width = 0.8 / max(1, len(methods))
-    for ax, metric in zip(axes, ("avg", "pass", "maj")):
-        for j, method in enumerate(methods):
-            bench = result["methods"][method]["benchmarks"]
-            xs = [i + j * width for i in range(len(labels))]
-            means = [100 * bench[n]["mean_sd"][metric]["mean"] for n in labels]
-            sds = [100 * (bench[n]["mean_sd"][metric]["sd"] or 0.0) for n in labels]
-            ax.bar(xs, means, width, yerr=sds, capsize=3, label=method)
-        ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(labels))])
-        ax.set_xticklabels(list(labels.values()), rotation=20, ha="right")
-        ax.set_title(f"{metric.capitalize()}@k")
-        ax.set_ylim(0, 100)
-    axes[0].set_ylabel("%")
-    axes[-1].legend(loc="upper right", fontsize=8)
+def plot_rows(
+    table: dict[str, Any], metric: str = "avg", group_by_family: bool = False
+) -> plt.Figure:
+    """Bars of one metric per benchmark for every row (error bars: the table's sd)."""
+    labels = {b["name"]: b.get("label") or b["name"] for b in table["benchmarks"]}
+    rows = table["rows"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) + 0.25 * len(rows)), 3.4))
+    width = 0.8 / max(1, len(rows))
+    for j, r in enumerate(rows):
+        xs = [i + j * width for i in range(len(labels))]
+        means = [100 * r["scores"][n][metric]["mean"] for n in labels]
+        sds = [100 * (r["scores"][n][metric]["sd"] or 0.0) for n in labels]
+        name = f"{r['family']}: {r['label']}" if group_by_family else r["label"]
+        ax.bar(xs, means, width, yerr=sds, capsize=2, label=name)
+    ax.set_xticks([i + width * (len(rows) - 1) / 2 for i in range(len(labels))])
+    ax.set_xticklabels(list(labels.values()))
+    ax.set_ylabel(f"{metric.capitalize()}@{table['sampling'].get('n', 'k')} (%)")
+    ax.legend(fontsize=7, ncol=2 if len(rows) > 5 else 1, loc="upper right")
     fig.tight_layout()
     return fig
 
 
-def plot_training_curves(result: dict[str, Any]) -> plt.Figure | None:
-    """Per-step loss, mean clipped KL and rollout length of every trained run of a section."""
-    runs = {k: v for k, v in result.get("runs", {}).items() if v.get("metrics")}
+def plot_factorial(table: dict[str, Any], metric: str = "avg") -> plt.Figure:
+    """Interaction plot of the 2x2 factorial: mean over benchmarks per reduction, one line per
+    weighting (parallel lines = no interaction)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for weighting in ("uniform", "position"):
+        xs, ys, es = [], [], []
+        for i, reduction in enumerate(("global", "per_sequence")):
+            r = next((r for r in table["rows"] if r["factors"] == {"weighting": weighting,
+                      "reduction": reduction}), None)  # fmt: skip
+            if r is None:
+                continue
+            o = r["overall"][metric]
+            xs.append(i)
+            ys.append(100 * o["mean"])
+            es.append(100 * (o["sd"] or 0.0))
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{weighting} weight")
+    ax.set_xticks([0, 1])
+    ax.set_xticklabels(["global token mean", "per-sequence mean"])
+    ax.set_xlim(-0.3, 1.3)
+    ax.set_ylabel(f"mean {metric.capitalize()}@k over benchmarks (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(table: dict[str, Any]) -> plt.Figure | None:
+    """Per-step loss, mean KL per token and rollout length of every trained run (all seeds)."""
+    runs = [(seed, key, run) for seed, rs in table.get("runs", {}).items()
+            for key, run in rs.items() if run.get("metrics")]  # fmt: skip
     if not runs:
         return None
+    labels = {r["key"]: r["label"] for r in table["rows"]}
     panels = (
         ("loss", "loss"),
         ("fkl_token_mean", "mean clipped KL per token"),
         ("completion_len_mean", "rollout length (tokens)"),
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.2))
-    for ax, (key, title) in zip(axes, panels):
-        for name, run in runs.items():
-            rows = [r for r in run["metrics"] if r.get(key) is not None]
-            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name, lw=1.2)
+    colors = {}
+    for ax, (metric, title) in zip(axes, panels):
+        for seed, key, run in runs:
+            pts = [r for r in run["metrics"] if r.get(metric) is not None]
+            color = colors.setdefault(key, f"C{len(colors) % 10}")
+            label = labels.get(key, key) if ax is axes[-1] and seed == runs[0][0] else None
+            ax.plot([r["step"] for r in pts], [r[metric] for r in pts], color=color, lw=1.0,
+                    alpha=0.8, label=label)  # fmt: skip
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
     axes[-1].legend(fontsize=7)
@@ -170,30 +198,31 @@ def plot_training_curves(result: dict[str, Any]) -> plt.Figure | None:
     return fig
 
 
-def training_frame(result: dict[str, Any]) -> pd.DataFrame:
-    """One row per trained run: steps, train time, the last step's loss and clip fractions."""
+def training_frame(table: dict[str, Any]) -> pd.DataFrame:
+    """One row per trained run and seed: steps, train time, last loss, clip fractions, tok/s."""
+    labels = {r["key"]: r["label"] for r in table["rows"]}
     rows = []
-    for name, run in result.get("runs", {}).items():
-        m = run.get("metrics") or [{}]
-        last = m[-1]
-        rows.append(
-            {
-                "method": name,
-                "steps": last.get("step"),
-                "evaluated step": run.get("eval_step"),
-                "train time (s)": None
-                if run.get("train_seconds") is None
-                else round(run["train_seconds"], 1),
-                "final loss": None if last.get("loss") is None else round(last["loss"], 4),
-                "clipped tokens (last step)": None
-                if last.get("clip_frac_tokens") is None
-                else f"{100 * last['clip_frac_tokens']:.1f}%",
-                "rollout tok/s (mean)": round(
-                    sum(r.get("rollout_tokens_per_s", 0) for r in m) / max(len(m), 1)
-                ),
-            }
-        )
-    return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
+    for seed, rs in table.get("runs", {}).items():
+        for key, run in rs.items():
+            m = run.get("metrics") or [{}]
+            last = m[-1]
+            clip = last.get("clip_frac_tokens")
+            rows.append(
+                {
+                    "method": labels.get(key, key),
+                    "seed": seed,
+                    "steps": last.get("step"),
+                    "evaluated step": run.get("eval_step"),
+                    "train time (s)": None if run.get("train_seconds") is None
+                    else round(run["train_seconds"], 1),
+                    "final loss": None if last.get("loss") is None else round(last["loss"], 4),
+                    "clipped tokens (last step)": None if clip is None else f"{100 * clip:.1f}%",
+                    "rollout tok/s (mean)": round(
+                        sum(r.get("rollout_tokens_per_s") or 0 for r in m) / max(len(m), 1)
+                    ),
+                }
+            )  # fmt: skip
+    return pd.DataFrame(rows).set_index(["method", "seed"]) if rows else pd.DataFrame()
 
 
 def rollout_bench_frame(bench: dict[str, Any]) -> pd.DataFrame:

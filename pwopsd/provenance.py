@@ -120,3 +120,22 @@ def write_json(path: str | Path, payload: Any) -> Path:
 def write_results(path: str | Path, results: dict[str, Any], **prov: Any) -> Path:
     """Write ``results`` plus a "provenance" block (see :func:`provenance`)."""
     return write_json(path, {**results, "provenance": provenance(**prov)})
+
+
+def model_fingerprint(model: str, hash_below: int = 64 * 2**20) -> str:
+    """SHA-256 over a local model directory's files (name, size, and the content of files under
+    ``hash_below`` bytes, the modification time of larger ones); a hub name is its own print."""
+    import hashlib
+
+    root = Path(model).expanduser()
+    if not root.is_dir():
+        return f"hub:{model}"
+    digest = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = f.stat()
+        digest.update(f"{f.relative_to(root)}\0{stat.st_size}\0".encode())
+        if stat.st_size < hash_below:
+            digest.update(f.read_bytes())
+        else:
+            digest.update(str(stat.st_mtime_ns).encode())
+    return digest.hexdigest()

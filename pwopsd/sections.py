@@ -1,50 +1,92 @@
 """What each paper-section notebook runs: thin glue from a validated config to results files.
 
-The notebooks call one function here and then display; the book pages read the files these
-functions write (``results/<profile>/<section>/<section>.json``), never the notebooks' outputs.
-Sections whose pipeline (training) has not landed yet write a ``pending`` status file
-instead, so the book renders a skeleton that says so.
+The four method-table sections (main table, schedule sweep, cross-model, reduction factorial)
+share one runner, :func:`run_table_section`: the section's rows (:func:`section_rows`: a model
+family and a training run, or the untrained base) are trained through :mod:`pwopsd.grid`
+(finished runs are reused, never retrained), then every row is evaluated with the evaluation
+protocol through one vLLM engine per family. Evaluations are cached in the run's directory
+(``<run>/eval``; ``results/<profile>/runs/<family>/base/seed<k>/eval`` for the base model),
+so a row shared by two sections (OPSD, PW-OPSD Moderate, the base model) is sampled once.
+
+Each call writes one file per training seed, ``results/<profile>/<section>/<section>.seed<k>.json``
+(rows, scores per benchmark, training curves, provenance). A run whose scale parameters differ
+from the section's full configuration writes ``<section>.seed<k>.<tag>.json`` instead and never
+replaces a full run's file. :mod:`pwopsd.tables` aggregates the full files over seeds for the
+book.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import DiagnosticConfig, MainTableConfig, NotebookConfig, ScheduleSweepConfig
+from pwopsd.config import (
+    RESULTS_DIR,
+    SCHEDULE_NOTES,
+    CrossModelConfig,
+    DiagnosticConfig,
+    MainTableConfig,
+    NotebookConfig,
+    ReductionFactorialConfig,
+    ScheduleSweepConfig,
+    TableSectionConfig,
+)
 from pwopsd.provenance import write_results
 
-PENDING_REASONS: dict[str, str] = {
-    "schedule_sweep": "the training loop (pwopsd.train) has not landed yet",
-    "cross_model": "the training loop (pwopsd.train) has not landed yet",
-    "reduction_factorial": "the training loop (pwopsd.train) has not landed yet",
+METHOD_LABELS = {
+    "base": "Base",
+    "opsd": "OPSD",
+    "eopd": "EOPD",
+    "reopold": "REOPOLD",
+    "pw_opsd": "PW-OPSD",
 }
-"""Section -> why it only writes a skeleton today."""
+"""How the book names each method (the paper's spelling)."""
+
+FACTORIAL_RUNS = {
+    "uniform_global": ("opsd", None),
+    "uniform_per_sequence": ("uniform_per_sequence", None),
+    "position_global": ("position_global", "schedule"),
+    "position_per_sequence": ("pw_opsd", "schedule"),
+}
+"""Factorial cell -> (training method, schedule source). Uniform/global *is* OPSD and
+position/per-sequence *is* PW-OPSD (PROTOCOL section 2), so those two cells reuse the OPSD and
+PW-OPSD runs instead of training twice; the other two are their own methods."""
+
+METRIC_KEYS = ("step", "loss", "fkl_token_mean", "completion_len_mean", "clip_frac_tokens",
+               "clip_frac_entries", "rollout_tokens_per_s", "seconds")  # fmt: skip
+"""Per-step training metrics kept in a section's results file (the full rows stay in the run)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a section's table: a model family and a training run (``cell``), or the
+    family's untrained base model (``cell`` None)."""
+
+    key: str
+    """Unique within the section: "<family>/<run name>" ("qwen3/pw_opsd_moderate")."""
+    label: str
+    """Shown in tables ("PW-OPSD Moderate")."""
+    family: str
+    method: str
+    """"base", a main-table method or a factorial cell."""
+    cell: Any = None
+    """The :class:`pwopsd.grid.Cell` this row's adapter comes from; None for the base model."""
+    factors: dict[str, str] = field(default_factory=dict)
+    """Section-specific coordinates (schedule; weighting and reduction)."""
 
 
 def results_path(cfg: NotebookConfig) -> Path:
-    """Where a section's results file goes: <results_dir>/<section>.json for the full
-    configuration, <results_dir>/<section>.<tag>.json for any smaller or other one (the book
-    reads only the full one)."""
+    """Where a section's results file goes.
+
+    Table sections: ``<section>.seed<k>.json`` for the full configuration, and
+    ``<section>.seed<k>.<tag>.json`` for any smaller or other one. The diagnostic:
+    ``diagnostic.json`` / ``diagnostic.<tag>.json``. The book reads only full files.
+    """
     tag = cfg.scale_tag()
-    return cfg.results_dir / (f"{cfg.notebook}.{tag}.json" if tag else f"{cfg.notebook}.json")
-
-
-def run_section(cfg: NotebookConfig) -> dict[str, Any]:
-    """Run a section whose pipeline is pending: write its status file and say why."""
-    reason = PENDING_REASONS.get(cfg.notebook)
-    if reason is None:
-        raise ValueError(f"section {cfg.notebook!r} has its own runner")
-    result = {
-        "section": cfg.notebook,
-        "status": "pending",
-        "reason": reason,
-        "config": cfg.to_dict(),
-    }
-    write_results(results_path(cfg), result, profile=cfg.profile, seed=cfg.seed, wall_seconds=0.0)
-    print(f"[{cfg.notebook}] skeleton only: {reason}. Wrote {results_path(cfg)}")
-    return result
+    stem = f"{cfg.notebook}.seed{cfg.seed}" if isinstance(cfg, TableSectionConfig) else cfg.notebook
+    return cfg.results_dir / (f"{stem}.{tag}.json" if tag else f"{stem}.json")
 
 
 def run_diagnostic(cfg: DiagnosticConfig) -> dict[str, Any]:
@@ -59,138 +101,261 @@ def run_diagnostic(cfg: DiagnosticConfig) -> dict[str, Any]:
     return run(cfg)
 
 
-def eval_seeds_for(cfg: MainTableConfig) -> list[int]:
+def eval_seeds_for(cfg: TableSectionConfig) -> list[int]:
     """Evaluation seeds derived from the run seed: distinct across runs, fixed per run."""
     return [cfg.seed * 1000 + k for k in range(cfg.eval_seeds)]
 
 
-def main_table_runs(cfg: MainTableConfig) -> list[Any]:
-    """The training runs the main table needs: one per trained method (PW-OPSD per schedule)."""
-    from pwopsd.train import RunSpec
+# ------------------------------------------------------------------ rows of each section
 
-    overrides: tuple[tuple[str, Any], ...] = ()
-    if cfg.train_steps is not None:
-        train = cfg.get_profile().train
-        steps = cfg.train_steps
-        overrides = (
-            ("max_steps", steps),
-            ("eval_step", min(train.eval_step, steps)),
-            ("save_every", min(train.save_every, steps)),
-        )
-    # A run for another out_dir keeps its runs beside its results, away from the shared ones.
+
+def schedule_label(schedule: Any) -> str:
+    if isinstance(schedule, str):
+        return schedule.capitalize()
+    w, c, s = schedule
+    return f"custom (w_min={w:g}, c={c:g}, s={s:g})"
+
+
+def section_rows(cfg: TableSectionConfig) -> list[Row]:
+    """The rows a section's table needs, in display order (validated cells)."""
+    from pwopsd.grid import Cell
+
+    overrides = _overrides(cfg)
     root = str(cfg.results_dir / "runs") if cfg.out_dir else ""
-    specs = []
-    for method in cfg.methods:
+
+    def row(family: str, method: str, schedule: Any = None, label: str = "", **factors) -> Row:
         if method == "base":
-            continue
-        for schedule in cfg.schedules if method == "pw_opsd" else [None]:
-            specs.append(
-                RunSpec(
-                    method=method,
-                    seed=cfg.seed,
-                    schedule=schedule,
-                    profile=cfg.profile,
-                    overrides=overrides,
-                    root=root,
+            return Row(f"{family}/base", "Base", family, "base", None, factors)
+        cell = Cell(family, method, schedule, cfg.seed, cfg.profile, overrides, root)
+        name = cell.spec.name
+        if not label:
+            label = METHOD_LABELS.get(method, method)
+            if schedule is not None:
+                label += " " + schedule_label(schedule)
+        return Row(f"{family}/{name}", label, family, method, cell, factors)
+
+    main = "qwen3"
+    rows: list[Row] = []
+    if isinstance(cfg, MainTableConfig):
+        for method in cfg.methods:
+            for schedule in cfg.schedules if method == "pw_opsd" else [None]:
+                rows.append(row(main, method, schedule))
+    elif isinstance(cfg, ScheduleSweepConfig):
+        rows.append(replace(row(main, "opsd"), factors={"schedule": "none (OPSD)"}))
+        schedules: list[Any] = list(cfg.schedules)
+        if cfg.w_min is not None:
+            schedules.append((cfg.w_min, cfg.c, cfg.s))
+        for schedule in schedules:
+            r = row(main, "pw_opsd", schedule)
+            rows.append(replace(r, factors={"schedule": _schedule_key(schedule)}))
+    elif isinstance(cfg, CrossModelConfig):
+        for family in cfg.families:
+            for method in cfg.methods:
+                schedule = cfg.schedule if method == "pw_opsd" else None
+                rows.append(row(family, method, schedule))
+    elif isinstance(cfg, ReductionFactorialConfig):
+        for weighting in cfg.weightings:
+            for reduction in cfg.reductions:
+                cell_name = f"{weighting}_{reduction}"
+                method, sched = FACTORIAL_RUNS[cell_name]
+                schedule = cfg.schedule if sched else None
+                label = f"{weighting} weight, {reduction.replace('_', '-')} mean"
+                if cell_name == "uniform_global":
+                    label += " (= OPSD)"
+                elif cell_name == "position_per_sequence":
+                    label += f" (= PW-OPSD {cfg.schedule.capitalize()})"
+                rows.append(
+                    row(main, method, schedule, label, weighting=weighting, reduction=reduction)
                 )
-            )
-    return specs
+    else:
+        raise TypeError(f"{type(cfg).__name__} is not a table section")
+    return rows
 
 
-def run_main_table(cfg: MainTableConfig) -> dict[str, Any]:
-    """Train (or reuse) every requested method, evaluate each at ``eval_step``; write the table.
+def _schedule_key(schedule: Any) -> str:
+    if isinstance(schedule, str):
+        return schedule
+    return "custom w{:g} c{:g} s{:g}".format(*schedule)
 
-    One vLLM engine serves everything in this process: the training rollouts (a new
-    ``LoRARequest`` per update) and the evaluation of the base model and of every adapter.
+
+def _overrides(cfg: TableSectionConfig) -> tuple[tuple[str, Any], ...]:
+    if cfg.train_steps is None:
+        return ()
+    train = cfg.get_profile().train
+    steps = cfg.train_steps
+    return (
+        ("max_steps", steps),
+        ("eval_step", min(train.eval_step, steps)),
+        ("save_every", min(train.save_every, steps)),
+    )
+
+
+def _eval_dir(cfg: TableSectionConfig, row: Row) -> Path:
+    """Where a row's evaluation samples are cached: beside the run (or the base model's
+    per-seed folder), one folder per evaluation scale."""
+    scale = []
+    if cfg.max_problems is not None:
+        scale.append(f"max_problems{cfg.max_problems}")
+    if cfg.eval_seeds != type(cfg)().eval_seeds:
+        scale.append(f"eval_seeds{cfg.eval_seeds}")
+    name = "eval" + "".join(f"-{s}" for s in scale)
+    if row.cell is not None:
+        return row.cell.spec.run_dir() / name
+    root = cfg.results_dir / "runs" if cfg.out_dir else RESULTS_DIR / cfg.profile / "runs"
+    return root / row.family / "base" / f"seed{cfg.seed}" / name
+
+
+# ------------------------------------------------------------------ the runner
+
+
+def run_table_section(cfg: TableSectionConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or reuse) every row's run through :mod:`pwopsd.grid`, evaluate every row with
+    the evaluation protocol, and write ``<section>.seed<k>.json``.
+
+    One vLLM engine per model family serves its training rollouts (a new ``LoRARequest``
+    per update) and the evaluation of its base model and adapters.
     """
-    from pwopsd import evaluate
+    from pwopsd import evaluate, grid
     from pwopsd.sampling import make_engine
-    from pwopsd.train import train
 
     prof = cfg.get_profile()
     start = time.time()
+    rows = section_rows(cfg)
     seeds = eval_seeds_for(cfg)
-    specs = main_table_runs(cfg)
-    engine = make_engine(
-        "vllm",
-        prof.main_model,
-        profile=prof,
-        enable_lora=bool(specs),
-        max_lora_rank=prof.train.lora_r,
-    )
-    methods: dict[str, Any] = {}
+    out: list[dict[str, Any]] = []
     runs: dict[str, Any] = {}
-    try:
-        if "base" in cfg.methods:
-            methods["base"] = evaluate.evaluate_model(
-                prof.main_model,
-                list(prof.benchmarks),
-                seeds=seeds,
-                sampling=prof.eval_sampling,
-                out_dir=cfg.results_dir / "samples" / "base",
-                max_problems=cfg.max_problems,
-                profile=prof,
-                engine=engine,
-            )
-        for spec in specs:
-            run = train(spec, engine=engine)
-            runs[spec.name] = {
-                "run_dir": str(run.run_dir),
-                "reused": run.reused,
-                "eval_step": run.summary.get("eval_step"),
-                "train_seconds": run.summary.get("provenance", {}).get("wall_seconds"),
-                "metrics": _read_metrics(run.run_dir / "metrics.jsonl"),
-            }
-            methods[spec.name] = evaluate.evaluate_model(
-                prof.main_model,
-                list(prof.benchmarks),
-                seeds=seeds,
-                sampling=prof.eval_sampling,
-                out_dir=cfg.results_dir / "samples" / spec.name,
-                adapter=str(run.eval_adapter),
-                max_problems=cfg.max_problems,
-                profile=prof,
-                engine=engine,
-            )
-    finally:
-        engine.close()
+    for family in dict.fromkeys(r.family for r in rows):
+        family_rows = [r for r in rows if r.family == family]
+        cells = list(dict.fromkeys(r.cell for r in family_rows if r.cell is not None))
+        engine = make_engine(
+            "vllm",
+            prof.models[family],
+            profile=prof,
+            enable_lora=bool(cells),
+            max_lora_rank=prof.train.lora_r,
+        )
+        try:
+            report = grid.run_grid(cells, engines={f"{cfg.profile}/{family}": engine},
+                                   progress=progress)  # fmt: skip
+            for row in family_rows:
+                adapter = None
+                if row.cell is not None:
+                    result = _run_result(row, report)
+                    adapter = str(result.eval_adapter)
+                    runs[row.key] = {
+                        "run_dir": _shown_path(result.run_dir),
+                        "reused": result.reused,
+                        "eval_step": result.summary.get("eval_step"),
+                        "train_seconds": result.summary.get("provenance", {}).get("wall_seconds"),
+                        "metrics": _read_metrics(result.run_dir / "metrics.jsonl"),
+                    }
+                summary = evaluate.evaluate_model(
+                    prof.models[family],
+                    list(prof.benchmarks),
+                    seeds=seeds,
+                    sampling=prof.eval_sampling,
+                    out_dir=_eval_dir(cfg, row),
+                    adapter=adapter,
+                    max_problems=cfg.max_problems,
+                    profile=prof,
+                    engine=engine,
+                    progress=progress,
+                )
+                out.append(_row_record(row, summary))
+        finally:
+            engine.close()
     result = {
-        "section": "main_table",
-        "status": "ok" if methods else "pending",
-        "model": prof.main_model,
+        "section": cfg.notebook,
+        "status": "ok",
+        "seed": cfg.seed,
+        "models": {f: prof.models[f] for f in dict.fromkeys(r.family for r in rows)},
         "benchmarks": [{"name": b.name, "label": b.label} for b in prof.benchmarks],
         "eval_seeds": seeds,
         "sampling": prof.eval_sampling.__dict__,
-        "methods": methods,
+        "rows": out,
         "runs": runs,
-        "pending": {},
+        "schedule_notes": SCHEDULE_NOTES,
         "config": cfg.to_dict(),
     }
-    write_results(
-        results_path(cfg),
-        result,
-        profile=cfg.profile,
-        seed=cfg.seed,
-        wall_seconds=time.time() - start,
-    )
-    print(f"[main_table] wrote {results_path(cfg)} in {time.time() - start:.0f} s")
+    path = results_path(cfg)
+    write_results(path, result, profile=cfg.profile, seed=cfg.seed,
+                  wall_seconds=time.time() - start)  # fmt: skip
+    print(f"[{cfg.notebook}] wrote {path} in {time.time() - start:.0f} s")
     return result
 
 
+def run_main_table(cfg: MainTableConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Paper Table 1 (see :func:`run_table_section`)."""
+    return run_table_section(cfg, progress=progress)
+
+
+def _run_result(row: Row, report: Any) -> Any:
+    """The finished run of a row: from this grid call, or reused from an earlier one."""
+    from pwopsd.train import train
+
+    for result in report.results.values():
+        if result.spec == row.cell.spec:
+            return result
+    return train(row.cell.spec, progress=False)  # finished: returns at once, trains nothing
+
+
+def _shown_path(path: Path) -> str:
+    """A path as a results file records it: relative to the repository when inside it (so
+    committed files do not carry this machine's layout), absolute otherwise."""
+    from pwopsd.config import REPO_ROOT
+
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _row_record(row: Row, summary: dict[str, Any]) -> dict[str, Any]:
+    """A row as stored: coordinates, and per benchmark each metric's per-eval-seed values."""
+    scores = {}
+    for bench, b in summary["benchmarks"].items():
+        per_seed = b["seeds"]
+        scores[bench] = {
+            metric: {
+                **{k: b["mean_sd"][metric].get(k) for k in ("mean", "sd")},
+                "values": [per_seed[s][metric] for s in sorted(per_seed, key=int)],
+            }
+            for metric in ("avg", "pass", "maj")
+        }
+    return {
+        "key": row.key,
+        "label": row.label,
+        "family": row.family,
+        "method": row.method,
+        "run": None if row.cell is None else row.cell.spec.name,
+        "factors": row.factors,
+        "adapter": _shown_path(Path(summary["adapter"])) if summary.get("adapter") else None,
+        "eval_seconds": summary.get("provenance", {}).get("wall_seconds"),
+        "scores": scores,
+    }
+
+
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """A run's per-step metrics (small: one row per step) for the book's training curves."""
+    """A run's per-step metrics, cut to the keys the book plots."""
     import json
 
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{k: r.get(k) for k in METRIC_KEYS if k in r} for r in rows]
+
+
+# ------------------------------------------------------------------ notebook displays
+
+
+def show_table(result: dict[str, Any], metric: str = "avg"):
+    """This run's table (rows x benchmarks, mean ± sd over its evaluation seeds, in %)."""
+    from pwopsd import tables
+
+    return tables.frame(tables.aggregate([result]), metric)
 
 
 def show_main_table(result: dict[str, Any]):
-    """Display the main table (Avg/Pass/Maj, mean +- sd over seeds) as a DataFrame."""
-    from pwopsd import plots
-
-    return plots.main_table_frame(result)
+    """Display the main table (Avg@12, mean ± sd over evaluation seeds) as a DataFrame."""
+    return show_table(result)
 
 
 def show_schedules(cfg: ScheduleSweepConfig):

@@ -64,6 +64,7 @@ from pwopsd.config import (
     get_profile,
     resolve_schedule,
 )
+from pwopsd.provenance import model_fingerprint
 
 TRAIN_METHODS = (*TRAINED_METHODS, *FACTORIAL_CELLS)
 """Every method the loop trains: the main-table methods and the reduction-factorial cells."""
@@ -447,6 +448,19 @@ def _check_config(rd: Path, payload: dict[str, Any]) -> None:
         write_json(path, payload)
 
 
+def _check_base_weights(rd: Path, fingerprint: str) -> None:
+    """A finished run is reused only on the base weights it was trained from: a checkpoint
+    retrained in place (``make toy-models``) must not pick up adapters of the old one."""
+    path = rd / "config.json"
+    have = json.loads(path.read_text()).get("model_fingerprint") if path.exists() else None
+    if have != fingerprint:
+        raise ConfigError(
+            f"{rd} holds a finished run trained from other base weights (model_fingerprint "
+            f"{str(have)[:12]} vs now {fingerprint[:12]}); delete that run directory (or the "
+            "whole runs/ folder after retraining the toy models) to train it afresh"
+        )
+
+
 def train(
     spec: RunSpec,
     *,
@@ -466,7 +480,9 @@ def train(
     cfg.validate(ws)
     model_path = prof.models[spec.family]
     rd = spec.run_dir()
+    fingerprint = model_fingerprint(model_path)
     if (rd / "DONE.json").is_file():
+        _check_base_weights(rd, fingerprint)
         return _result(spec, cfg, rd, reused=True)
     check_target_modules(model_path, cfg.lora_targets)
     payload = {
@@ -474,6 +490,7 @@ def train(
         "method": spec.method,
         "schedule": spec.resolved_schedule,
         "model": model_path,
+        "model_fingerprint": fingerprint,
         "train": dataclasses.asdict(cfg),
         "processes": ws,
     }
@@ -695,6 +712,8 @@ def _train_loop(
                     acc.backward(out.loss / len(mine))
                 valid = int(batch.mask.sum())
                 sums["loss"] += float(out.loss.detach())
+                # EOPD and REOPOLD have no clipped forward KL: their rows log None, not 0
+                has_fkl = "fkl_token_mean" in out.metrics
                 sums["fkl"] += out.metrics.get("fkl_token_mean", 0.0) * valid
                 sums["tokens"] += valid
                 sums["rollout_tokens"] += sum(len(c) for c in comps)
@@ -731,7 +750,7 @@ def _train_loop(
             row = {
                 "step": step + 1,
                 "loss": tot["loss"] / n_micro,
-                "fkl_token_mean": tot["fkl"] / max(tot["tokens"], 1),
+                "fkl_token_mean": tot["fkl"] / max(tot["tokens"], 1) if has_fkl else None,
                 "completion_len_mean": tot["rollout_tokens"] / max(tot["rows"], 1),
                 "completion_len_max": sums["len_max"],
                 "frac_truncated": tot["truncated"] / max(tot["rows"], 1),

@@ -17,7 +17,9 @@ VENV="${VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip
-$PIP install -q "torch==2.13.0"
+# TORCH_INDEX_URL: where torch comes from when this machine's default index would give a CUDA
+# build (the hosted-book workflow sets https://download.pytorch.org/whl/cpu).
+$PIP install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 $PIP install -q -e ".[$EXTRA,dev]"
 if [ "$EXTRA" = "cpu" ]; then
     $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

@@ -43,6 +43,36 @@ def test_book_builds_without_warnings(tmp_path):
     # Published numbers reach the page from data/published, not from the page source.
     assert "95.33" in (html / "main_table.html").read_text()
     assert "95.33" not in (REPO_ROOT / "book" / "main_table.md").read_text()
+    # Every section page renders its committed results: a figure, a table, the paper's numbers.
+    for page, least in PUBLISHED_ON_PAGE.items():
+        text = (html / f"{page}.html").read_text()
+        assert "<img" in text and "<table" in text, f"{page}: no figure or no table"
+        shown = sum(text.count(number) for number in _published_numbers())
+        assert shown >= least, f"{page}: {shown} published numbers shown, want >= {least}"
+        assert "No results yet" not in text, f"{page}: its results are not committed"
+
+
+PUBLISHED_ON_PAGE = {
+    "main_table": 20,  # five Qwen3-4B rows x four benchmarks (plus the all-rows table)
+    "schedule_sweep": 12,  # OPSD, Moderate and Aggressive x four benchmarks
+    "cross_model": 16,  # Qwen3-4B and the Llama-8B: OPSD and Moderate x four; Olmo-3 means
+    "reduction_factorial": 8,  # the two corner cells x four benchmarks
+    "diagnostic": 1,  # the headline AUROC
+}
+
+
+def _published_numbers() -> list[str]:
+    """Every published score as the pages print it ("mean ± sd", two decimals)."""
+    import json
+
+    doc = json.loads((REPO_ROOT / "data" / "published" / "main_table.json").read_text())
+    out = []
+    for row in doc["rows"]:
+        for s in (row["scores"] or {}).values():
+            out.append(f"{s['mean']:.2f} ± {s['sd']:.2f}")
+    diag = json.loads((REPO_ROOT / "data" / "published" / "diagnostic.json").read_text())
+    out.append(f"{diag['headline']['auroc']:.2f}")
+    return sorted(set(out))
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ KEYS = {"score", "auroc", "ci_low", "ci_high", "auprc", "n_real_uncertain", "n_d
 
 @pytest.fixture(scope="module")
 def table():
-    path = OUT / "table1.json"
+    path = OUT / "table1.seed1.json"
     if not path.exists():
         pytest.skip("no toy diagnostic results yet: run notebooks/diagnostic.ipynb")
     return json.loads(path.read_text())
@@ -25,7 +25,7 @@ def test_table1_rows_and_provenance(table):
     assert all(KEYS <= set(r) for r in rows)
     assert sum("position" in r["score"] for r in rows) == 1
     assert table["provenance"]["profile"] == "toy" and table["provenance"]["git_commit"]
-    doc = json.loads((OUT / "diagnostic.json").read_text())
+    doc = json.loads((OUT / "diagnostic.seed1.json").read_text())
     assert doc["status"] == "ok" and doc["config"]["profile"] == "toy"
 
 

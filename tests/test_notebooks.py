@@ -118,57 +118,92 @@ def test_unwritable_out_dir_fails_in_first_cell(tmp_path, out_dir):
     assert err.value.cell_index == param_index + 2
 
 
-def test_pending_section_runs_and_writes_status(tmp_path):
+@pytest.mark.vllm
+def test_main_table_notebook_end_to_end_and_a_second_seed_adds_itself(tmp_path):
+    """The main-table notebook: real vLLM sampling and training of the toy model, real
+    grading; a second seed's run lands beside the first and the table aggregates both."""
+    from pwopsd import tables
+
+    out = tmp_path / "mt"
+    params = {
+        "out_dir": str(out),
+        "max_problems": 2,
+        "eval_seeds": 2,
+        "methods": ["base", "pw_opsd"],
+        "schedules": ["moderate"],
+        "train_steps": 2,
+    }
+    for seed in (1, 2):
+        nb = pm.execute_notebook(
+            str(NOTEBOOKS / "main_table.ipynb"),
+            str(tmp_path / f"out{seed}.ipynb"),
+            parameters={"seed": seed, **params},
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    # A smaller run never takes a full run's file name.
+    assert not list(out.glob("main_table.seed1.json"))
+    written = sorted(out.glob("main_table.seed*.json"))
+    assert [p.name.split(".")[1] for p in written] == ["seed1", "seed2"]
+    tag = written[0].name.split(".", 2)[2].removesuffix(".json")
+    assert "max_problems2" in tag and "train_steps2" in tag
+    doc = json.loads(written[0].read_text())
+    assert doc["status"] == "ok" and doc["eval_seeds"] == [1000, 1001] and doc["seed"] == 1
+    assert [r["key"] for r in doc["rows"]] == ["qwen3/base", "qwen3/pw_opsd_moderate"]
+    run = doc["runs"]["qwen3/pw_opsd_moderate"]
+    assert run["run_dir"].startswith(str(out / "runs"))  # never the shared results/<profile>/runs
+    assert [m["step"] for m in run["metrics"]] == [1, 2]
+    assert doc["rows"][1]["adapter"].endswith("step-2/adapter")
+    base = doc["rows"][0]["scores"]
+    assert list(base) == ["toy_math500", "toy_aime24", "toy_aime25", "toy_hmmt25"]
+    for scores in base.values():
+        avg = scores["avg"]
+        assert 0.0 <= avg["mean"] <= 1.0 and avg["sd"] is not None and len(avg["values"]) == 2
+        assert scores["pass"]["mean"] >= avg["mean"]
+    assert doc["provenance"]["profile"] == "toy" and doc["provenance"]["git_commit"]
+    shown = json.dumps([c.get("outputs") for c in nb["cells"]])
+    assert "Toy MATH-500" in shown and "PW-OPSD Moderate" in shown
+    # The full-scale reader ignores these quick files; asked for their tag, it sees both seeds.
+    assert tables.load_section("toy", "main_table", out) is None
+    table = tables.load_section("toy", "main_table", out, tag=tag)
+    assert table["seeds"] == [1, 2] and table["spread"] == "training seeds"
+    second = json.loads(written[1].read_text())["rows"][0]["scores"]["toy_aime24"]["avg"]["mean"]
+    first = base["toy_aime24"]["avg"]["mean"]
+    got = tables.row(table, "qwen3/base")["scores"]["toy_aime24"]["avg"]
+    assert got["mean"] == pytest.approx((first + second) / 2) and got["n"] == 2
+
+
+@pytest.mark.vllm
+def test_reduction_factorial_notebook_reuses_the_corner_runs(tmp_path):
+    """The factorial's corners are the OPSD and PW-OPSD runs (same run directories); its
+    effects are computed from the four cells."""
+    from pwopsd import tables
+
     out = tmp_path / "rf"
     pm.execute_notebook(
         str(NOTEBOOKS / "reduction_factorial.ipynb"),
         str(tmp_path / "out.ipynb"),
-        parameters={"seed": 2, "out_dir": str(out)},
-        progress_bar=False,
-        kernel_name="python3",
-    )
-    doc = json.loads((out / "reduction_factorial.json").read_text())
-    assert doc["config"]["seed"] == 2
-    assert doc["provenance"]["seed"] == 2 and doc["provenance"]["profile"] == "toy"
-    assert doc["status"] in {"pending", "ok"}
-
-
-@pytest.mark.vllm
-def test_main_table_notebook_end_to_end(tmp_path):
-    """The notebook `make book` runs: real vLLM sampling of the base toy model, real grading."""
-    out = tmp_path / "mt"
-    nb = pm.execute_notebook(
-        str(NOTEBOOKS / "main_table.ipynb"),
-        str(tmp_path / "out.ipynb"),
         parameters={
-            "seed": 1,
+            "seed": 2,
             "out_dir": str(out),
             "max_problems": 2,
-            "eval_seeds": 2,
-            "methods": ["base", "pw_opsd"],
-            "schedules": ["moderate"],
-            "train_steps": 2,
-        },
+            "eval_seeds": 1,
+            "train_steps": 1,
+        },  # fmt: skip
         progress_bar=False,
         kernel_name="python3",
     )
-    # A smaller run never takes the full run's file name.
-    assert not (out / "main_table.json").exists()
-    (written,) = out.glob("main_table.*.json")
-    assert "max_problems2" in written.name and "train_steps2" in written.name
+    (written,) = out.glob("reduction_factorial.seed2.*.json")
     doc = json.loads(written.read_text())
-    assert doc["status"] == "ok" and doc["eval_seeds"] == [1000, 1001]
-    assert list(doc["methods"]) == ["base", "pw_opsd_moderate"]
-    run = doc["runs"]["pw_opsd_moderate"]
-    assert run["run_dir"].startswith(str(out / "runs"))  # never the shared results/<profile>/runs
-    assert [m["step"] for m in run["metrics"]] == [1, 2]
-    assert doc["methods"]["pw_opsd_moderate"]["adapter"].endswith("step-2/adapter")
-    base = doc["methods"]["base"]["benchmarks"]
-    assert list(base) == ["toy_math500", "toy_aime24", "toy_aime25", "toy_hmmt25"]
-    for scores in base.values():
-        avg = scores["mean_sd"]["avg"]
-        assert 0.0 <= avg["mean"] <= 1.0 and avg["sd"] is not None
-        assert scores["mean_sd"]["pass"]["mean"] >= avg["mean"]
-    assert doc["provenance"]["profile"] == "toy" and doc["provenance"]["git_commit"]
-    shown = json.dumps(nb["cells"][-1]["outputs"])
-    assert "Toy MATH-500" in shown and "pw_opsd_moderate" in shown
+    assert doc["provenance"]["seed"] == 2 and doc["provenance"]["profile"] == "toy"
+    assert [r["run"] for r in doc["rows"]] == [
+        "opsd", "uniform_per_sequence", "position_global_moderate", "pw_opsd_moderate"
+    ]  # fmt: skip
+    runs = sorted(p.parent.parent.name for p in (out / "runs").rglob("DONE.json"))
+    assert runs == ["opsd", "position_global_moderate", "pw_opsd_moderate", "uniform_per_sequence"]
+    table = tables.aggregate([doc])
+    eff = tables.factorial_effects(table)
+    cells = {tuple(r["factors"].values()): r["overall"]["avg"]["mean"] for r in table["rows"]}
+    want = (cells[("position", "global")] + cells[("position", "per_sequence")]
+            - cells[("uniform", "global")] - cells[("uniform", "per_sequence")]) / 2  # fmt: skip
+    assert eff["position"]["mean"] == pytest.approx(want)

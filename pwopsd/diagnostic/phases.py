@@ -577,11 +577,13 @@ def phase_e(ctx: Context) -> dict[str, Any]:
 
 
 def output_path(cfg: DiagnosticConfig, stem: str) -> Path:
-    """``<results_dir>/<stem>.json`` for the full configuration, ``<stem>.<tag>.json`` for a
-    smaller or otherwise different one (:meth:`~pwopsd.config.NotebookConfig.scale_tag`), so a
-    quick run never replaces the files the book reads."""
+    """``<results_dir>/<stem>.seed<k>.json`` for the full configuration, and
+    ``<stem>.seed<k>.<tag>.json`` for a smaller or otherwise different one
+    (:meth:`~pwopsd.config.NotebookConfig.scale_tag`), so a quick run never replaces the files
+    the book reads; each seed adds its own files."""
     tag = cfg.scale_tag()
-    return cfg.results_dir / (f"{stem}.{tag}.json" if tag else f"{stem}.json")
+    name = f"{stem}.seed{cfg.seed}"
+    return cfg.results_dir / (f"{name}.{tag}.json" if tag else f"{name}.json")
 
 
 def scratch_dir(cfg: DiagnosticConfig) -> Path:

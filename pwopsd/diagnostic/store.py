@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pwopsd.config import ConfigError, DiagnosticConfig
-from pwopsd.provenance import write_json
+from pwopsd.provenance import model_fingerprint, write_json
 
 # Settings each phase's files depend on (a changed one invalidates that phase and later ones).
 _PHASE_KEYS = {
@@ -80,25 +80,6 @@ def sample_tag(cfg: DiagnosticConfig) -> str:
                 text = "+".join(map(str, value)) if isinstance(value, list | tuple) else value
                 parts.append(f"{k}{text}")
     return "-".join(parts) if len(parts) > 1 else f"{parts[0]}-full"
-
-
-def model_fingerprint(model: str, hash_below: int = 64 * 2**20) -> str:
-    """SHA-256 over a local model directory's files (name, size, and the content of files under
-    ``hash_below`` bytes, the modification time of larger ones); a hub name is its own print."""
-    import hashlib
-
-    root = Path(model).expanduser()
-    if not root.is_dir():
-        return f"hub:{model}"
-    digest = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        stat = f.stat()
-        digest.update(f"{f.relative_to(root)}\0{stat.st_size}\0".encode())
-        if stat.st_size < hash_below:
-            digest.update(f.read_bytes())
-        else:
-            digest.update(str(stat.st_mtime_ns).encode())
-    return digest.hexdigest()
 
 
 def check_plan(scratch: Path, cfg: DiagnosticConfig, model: str) -> None:
