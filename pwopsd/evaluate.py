@@ -49,7 +49,7 @@ from pwopsd.metrics import (
     problem_scores,
     unbiased_pass_at_k,
 )
-from pwopsd.provenance import provenance, write_json
+from pwopsd.provenance import model_fingerprint, provenance, write_json
 from pwopsd.sampling import BACKENDS, SampleRequest, check_sampling, derive_seed, make_engine
 
 __all__ = [
@@ -315,6 +315,10 @@ def _evaluate_locked(
     meta_base = {
         "model": model,
         "adapter": adapter,
+        # The weights, not only their path: a checkpoint retrained in place (make toy-models)
+        # or an adapter re-trained into the same run directory must not reuse old samples.
+        "model_fingerprint": model_fingerprint(model),
+        "adapter_fingerprint": model_fingerprint(adapter) if adapter else None,
         "backend": backend,
         "sampling": dataclasses.asdict(sampling),
         # The rendered template, not a label: a changed chat template or instruction line

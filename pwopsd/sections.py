@@ -82,7 +82,7 @@ def results_path(cfg: NotebookConfig) -> Path:
 
     Table sections: ``<section>.seed<k>.json`` for the full configuration, and
     ``<section>.seed<k>.<tag>.json`` for any smaller or other one. The diagnostic:
-    ``diagnostic.json`` / ``diagnostic.<tag>.json``. The book reads only full files.
+    ``diagnostic.seed<k>.json`` / ``diagnostic.seed<k>.<tag>.json``. The book reads only full files.
     """
     tag = cfg.scale_tag()
     stem = f"{cfg.notebook}.seed{cfg.seed}" if isinstance(cfg, TableSectionConfig) else cfg.notebook
@@ -92,9 +92,9 @@ def results_path(cfg: NotebookConfig) -> Path:
 def run_diagnostic(cfg: DiagnosticConfig) -> dict[str, Any]:
     """Run (or resume) the branch-viability diagnostic, phases A-G.
 
-    Writes ``diagnostic.json``, ``table1.json`` and ``figure1.json`` under
-    ``results/<profile>/diagnostic/`` (``<name>.<tag>.json`` for a smaller or otherwise
-    configured run; per-phase files under its ``scratch/``).
+    Writes ``diagnostic.seed<k>.json``, ``table1.seed<k>.json`` and ``figure1.seed<k>.json``
+    under ``results/<profile>/diagnostic/`` (``<name>.seed<k>.<tag>.json`` for a smaller or
+    otherwise configured run; per-phase files under its ``scratch/``).
     """
     from pwopsd.diagnostic.phases import run
 

@@ -40,6 +40,9 @@ PAPER_BENCHMARKS = {
 }
 """Benchmark name -> the paper's column."""
 METRICS = ("avg", "pass", "maj")
+HEADLINE_TAG = "methodsbase+opsd+pw_opsd-schedulesmoderate"
+"""Scale tag of the reduced main table (base, OPSD, PW-OPSD Moderate) run for extra training
+seeds; the main-table page shows it apart from the full table."""
 
 
 def section_files(

@@ -442,3 +442,27 @@ def test_engine_must_serve_the_named_model(hf_engine, tmp_path):
             MODEL, BENCHES, out_dir=tmp_path, engine=hf_engine, adapter="x", progress=False
         )
     assert not list(tmp_path.rglob("*.jsonl"))
+
+
+@needs_model
+@needs_toy_data
+def test_weights_retrained_in_place_refuse_old_samples(tmp_path):
+    """Same path, new weights (``make toy-models``): the resume guard's model fingerprint
+    refuses to mix the old checkpoint's samples with the new one's."""
+    from safetensors.torch import load_file, save_file
+
+    from pwopsd.sampling import make_engine
+
+    model = Path(shutil.copytree(MODEL, tmp_path / "model"))
+    out = tmp_path / "eval"
+    kw = dict(seeds=[0], sampling=SAMPLING, out_dir=out, max_problems=1, progress=False)
+    evaluate_model(
+        str(model), BENCHES[:1], engine=make_engine("hf", str(model), profile=PROFILE), **kw
+    )
+    weights = load_file(model / "model.safetensors")
+    save_file({k: v * 1.01 for k, v in weights.items()}, model / "model.safetensors",
+              metadata={"format": "pt"})  # fmt: skip
+    with pytest.raises(ValueError, match="model_fingerprint"):
+        evaluate_model(
+            str(model), BENCHES[:1], engine=make_engine("hf", str(model), profile=PROFILE), **kw
+        )

@@ -122,3 +122,10 @@ def test_scaled_runs_are_not_read_as_full_seeds(tmp_path) -> None:
     assert table["seeds"] == [1]
     assert table["rows"][0]["scores"]["toy_aime24"]["avg"]["mean"] == pytest.approx(0.3)
     assert tables.load_section("toy", "main_table", tmp_path / "missing") is None
+
+
+def test_headline_tag_is_the_reduced_main_table_scale_tag() -> None:
+    from pwopsd.config import MainTableConfig
+
+    cfg = MainTableConfig(methods=["base", "opsd", "pw_opsd"], schedules=["moderate"])
+    assert cfg.scale_tag() == tables.HEADLINE_TAG

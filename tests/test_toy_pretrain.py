@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from pwopsd.toy import check_checkpoint, task
 from pwopsd.toy import tokenizer as toy_tokenizer
 from pwopsd.toy.pretrain import (
+    Mixture,
     PretrainConfig,
     build_tokenizer,
     completion_text,
@@ -80,7 +81,7 @@ def test_redo_example_masks_only_the_wrong_products(tok) -> None:
     problem = task.Problem(((3, 4), (7, 2), (5, 3)))
     rng = random.Random(0)
     for _ in range(20):
-        text, spans = make_example(hf, "answer", problem, rng, answer_redo_share=1.0)
+        text, spans = make_example(hf, "answer", problem, rng, Mixture(answer_redo_share=1.0))
         completion = text.split("<think>\n")[-1].removesuffix("<|im_end|>")
         lines = completion.splitlines()
         assert len(lines) == 2 * problem.n_steps + 1  # two passes and the box
@@ -104,7 +105,7 @@ def test_derailed_teacher_example_boxes_the_reference_answer(tok) -> None:
     problem = task.Problem(((3, 4), (7, 2), (5, 3)))
     rng = random.Random(1)
     for _ in range(20):
-        text, spans = make_example(hf, "teacher", problem, rng, teacher_derail_share=1.0)
+        text, spans = make_example(hf, "teacher", problem, rng, Mixture(teacher_derail_share=1.0))
         completion = text.split("<|im_start|>assistant\n")[-1].removesuffix("<|im_end|>")
         lines = completion.splitlines()
         assert len(lines) == problem.n_steps + 1 and lines[-1] == "\\boxed{41}"
@@ -112,3 +113,47 @@ def test_derailed_teacher_example_boxes_the_reference_answer(tok) -> None:
         assert not task.consistent(completion)  # ... and the box holds the reference answer
         masked = [text[a:b] for a, b in spans]
         assert len(masked) == 2 and all(task.first_error(problem, m) is not None for m in masked)
+
+
+@pytest.mark.parametrize("kind", ["student", "eval"])
+def test_slipped_student_example_boxes_its_own_wrong_total(tok, kind) -> None:
+    """The student templates' noisy share: two factors swapped, summed consistently, the wrong
+    total boxed, and all of it learned (no masked span)."""
+    hf = toy_tokenizer.wrap(tok, "qwen3")
+    problem = task.Problem(((3, 4), (7, 2), (5, 3)))
+    rng = random.Random(2)
+    for _ in range(20):
+        text, spans = make_example(hf, kind, problem, rng, Mixture(student_slip_share=1.0))
+        assert spans == []
+        completion = text.split("</think>\n\n")[-1].removesuffix("<|im_end|>")
+        if kind == "eval":  # the steps sit inside the think block, the box after it
+            steps = text.split("<|im_start|>assistant\n")[-1].split("</think>")[0]
+            completion = steps.removeprefix("<think>\n") + completion
+        assert task.consistent(completion)
+        boxed = int(completion.splitlines()[-1].removeprefix("\\boxed{").removesuffix("}"))
+        assert boxed != problem.answer
+        assert task.first_error(problem, completion) is not None
+
+
+def test_mixture_shares_are_fractions() -> None:
+    with pytest.raises(ValueError, match="student_slip_share"):
+        Mixture(student_slip_share=1.5)
+
+
+def test_privileged_examples_never_learn_a_wrong_step(tok) -> None:
+    """Under the real mixture, every learned line of a teacher or answer-only completion is a
+    line some valid route could write (wrong lines are masked); slips are student-only."""
+    hf = toy_tokenizer.wrap(tok, "llama")
+    rng = random.Random(3)
+    mix = Mixture()
+    for _ in range(60):
+        problem = task.Problem(((3, 4), (7, 2), (5, 3)))
+        for kind in ("teacher", "answer"):
+            text, spans = make_example(hf, kind, problem, rng, mix)
+            start = text.rindex("<|im_start|>assistant\n") + len("<|im_start|>assistant\n")
+            pos = start
+            for line in text[start:].removesuffix("<|im_end|>").split("\n"):
+                masked = any(a <= pos and pos + len(line) <= b for a, b in spans)
+                if line and line != "<think>" and not masked and "*" in line:
+                    assert line in {"3*4=12", "7*2=14", "5*3=15"}, line
+                pos += len(line) + 1

@@ -22,7 +22,7 @@ made with; a rerun with other settings is refused, naming them), then one JSONL 
 A-E, appended and flushed row by row. A rerun reads them, skips finished problems (A-D) and
 finished continuations (E), so a SIGKILL loses at most the rows in flight; a torn last line is
 ignored. F and G are cheap and recomputed from those files on every run. The results the book
-reads (``diagnostic.json``, ``table1.json``, ``figure1.json``) go to ``<results_dir>/``; a
+reads (``diagnostic.seed<k>.json``, ``table1.seed<k>.json``, ``figure1.seed<k>.json``) go to ``<results_dir>/``; a
 smaller or otherwise configured run writes ``<stem>.<tag>.json`` beside them instead.
 """
 
@@ -629,7 +629,7 @@ def run(
     stop_after: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run (or resume) phases A-G; write diagnostic.json, table1.json and figure1.json.
+    """Run (or resume) phases A-G; write the diagnostic, table1 and figure1 files of this seed.
 
     ``make_engine`` replaces the factory call (tests pass a fake); ``stop_after`` ("A".."E")
     stops once that phase is on disk.

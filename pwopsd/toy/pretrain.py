@@ -6,36 +6,31 @@
 template, generation_config, pretrain_log.json).
 
 Each training sequence is one prompt rendered through ``pwopsd.prompts`` with the family's
-own chat template, followed by a completion, drawn from a mixture:
+own chat template, followed by a completion; :class:`Mixture` says which (toy world v3):
 
-* evaluation template (thinking on) and student template (thinking off, think-closure):
-  a fresh random valid route of the problem;
+* evaluation template (thinking on) and student template (thinking off, think-closure): a
+  fresh random valid route of the problem, or, for ``student_slip_share`` of them, a slipped
+  route (two factors swapped) that boxes its own wrong total;
 * teacher template (reference solution in the prompt, thinking on): a think-closed
-  completion, as the student writes it (issue 9: OPSD scores the student's rollout under the
-  teacher prompt, so the teacher is trained on that pairing). ``TEACHER_DERAIL_SHARE`` of
-  them derail like a wrong student rollout and still box the reference answer; of the rest,
-  ``REFERENCE_ROUTE_SHARE`` retrace the reference route and the others take a fresh route;
+  completion, as the student writes it (OPSD scores the student's rollout under the teacher
+  prompt, so the teacher is trained on that pairing): the reference route retraced, a fresh
+  route, or a derailed route that still boxes the reference answer; never a slip of its own;
 * answer-only template (final answer in the prompt, thinking on): a think-closed fresh
-  route ending in that answer; ``ANSWER_REDO_SHARE`` of them derail, notice that the total
-  is not the answer, and start over (:func:`redo_completion`).
+  route ending in that answer, or a derailed pass that notices its total is not the answer
+  and starts over (:func:`redo_completion`).
 
 Completions: with a closed think block, ``steps\\n\\boxed{N}<|im_end|>``; with thinking on
 (evaluation template), ``<think>\\nsteps\\n</think>\\n\\n\\boxed{N}<|im_end|>`` (the
 ``<think>\\n`` is in the prompt already when the template opened it). Loss: next-token
-cross-entropy on every non-pad token except the wrong product lines of derailed examples.
+cross-entropy on every non-pad token except the wrong product lines of privileged-template
+examples (a privileged template never learns to make a mistake, only to read one).
 
 Problems are drawn from the training difficulty with a fixed seed, excluding every held-out
 problem. The schedule (linear warm-up, cosine decay) runs on ``progress = max(step/steps,
 elapsed/(minutes*60))``: a run that hits the wall-clock cap first decays on time, so it is
-reproducible only on a machine of the same speed. The defaults (1800 steps, 90-minute cap)
+reproducible only on a machine of the same speed. The defaults (2400 steps, 90-minute cap)
 are step-exact on a 2-core machine, busy or not; each checkpoint's pretrain_log.json records
-its steps and wall time.
-
-Part of the teacher and answer-only examples (``PRIVILEGED_HARD_SHARE``) use harder problems
-(factors up to 9) that the student template never sees. Only copying from the privileged
-prompt lowers the loss on those, so the teacher learns to use the reference. Without them,
-the families learned to recompute and ignored it: at 10-13 minutes of training, the teacher
-scored at or below the student for llama and olmo3.
+its steps, mixture and wall time.
 """
 
 from __future__ import annotations
@@ -45,7 +40,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -63,53 +58,74 @@ TEMPLATE_MIX = {"eval": 0.25, "student": 0.20, "teacher": 0.40, "answer": 0.15}
 """Share of each prompt template in the pretraining stream."""
 
 PRIVILEGED_DIFFICULTY = task.Difficulty(min_terms=1, max_terms=5, max_factor=9)
-"""Harder problems (factors up to 9) for part of the privileged-template examples."""
-PRIVILEGED_HARD_SHARE = 0.5
-"""Default share of teacher / answer-only examples drawn from PRIVILEGED_DIFFICULTY. The student never
-sees those problems, so the only way to low loss on them is to copy the reference from the
-prompt: this is what makes the privileged context help (without it the small models learn to
-recompute and ignore the reference)."""
+"""Harder problems (factors up to 9) for part of the teacher-template examples."""
 
-REFERENCE_ROUTE_SHARE = 0.5
-"""Share of (non-derailed) teacher examples whose completion retraces the reference route; the
-rest take a fresh random route. A teacher that only ever retraced the reference was surprised
-by every benign change of step order in the student's rollouts, so its signal was as large on
-right rollouts as on wrong ones. A teacher that mostly took fresh routes (a share of 0.25 in a
-trial run) lost its lead over the student: at this size, finding which factors go together is
-no easier with the reference in the prompt unless the completion follows the reference's
-order, so retracing is where the solution teacher's accuracy comes from."""
 
-ANSWER_REDO_SHARE = 0.5
-"""Share of answer-only examples that derail and recover (see :func:`redo_completion`)."""
-TEACHER_DERAIL_SHARE = 0.3
-"""Share of teacher examples whose completion derails like a wrong student rollout and still
-boxes the reference answer (see :func:`derailed_teacher_completion`). Without them the
-teacher had never seen a wrong completion: it boxed whatever total the student reached, and
-its forward KL was no larger on wrong rollouts than on right ones."""
+@dataclass(frozen=True)
+class Mixture:
+    """What the pretraining stream's completions look like, template by template (toy world v3).
+
+    The toy world's premise, like web-scale pretraining data: solutions written for a bare
+    problem are sometimes wrong, while solutions written *beside a verified reference or answer*
+    are right. So the student templates (evaluation and student) learn a share of slipped
+    solutions, and the privileged templates (teacher and answer-only) learn only correct steps.
+    Conditioning on the privileged context then moves the same weights toward correct steps,
+    which is what OPSD distills back into the student.
+    """
+
+    student_slip_share: float = 0.3
+    """Share of evaluation- and student-template examples whose completion slips like a weak
+    solver (:func:`slipped_completion`: two terms' second factors swapped, summed consistently to
+    a wrong total), learned in full. This is where the student's commonest mistake comes from, and
+    why the privileged teacher, which never learns it, disagrees exactly at the slip. Without it
+    (toy world v2) the teacher's steps were no better than the student's: it made the same pairing
+    mistakes and only copied the reference answer into the box."""
+    teacher_hard_share: float = 0.5
+    """Share of teacher examples drawn from PRIVILEGED_DIFFICULTY (factors up to 9), problems the
+    student templates never see: only copying from the reference lowers the loss on those, so the
+    teacher learns to read its reference instead of recomputing."""
+    reference_route_share: float = 0.7
+    """Share of (non-derailed) teacher examples whose completion retraces the reference route; the
+    rest take a fresh random route, so the teacher also follows a student's benign change of
+    step order."""
+    teacher_derail_share: float = 0.0
+    """Share of teacher examples whose completion derails like a wrong student rollout and still
+    boxes the reference answer (:func:`derailed_teacher_completion`; the wrong product lines are
+    masked from the loss). Off by default: with the student's slips the teacher's disagreement
+    already sits where the rollout goes wrong, and at 0.3 (toy world v2) the teacher, torn
+    between its last total and the reference's at the box, sampled boxes matching neither."""
+    answer_redo_share: float = 0.15
+    """Share of answer-only examples that derail, notice that the total is not the given answer and
+    start over along a fresh route (:func:`redo_completion`; wrong product lines masked)."""
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Mixture.{name}={value} must lie in [0, 1]")
 
 
 @dataclass
 class PretrainConfig:
     family: str
-    steps: int = 1800
-    """Optimizer steps per family; the shipped checkpoints ran exactly these (about 11.5 min
-    each on one idle core; see each checkpoint's pretrain_log.json)."""
+    """Model family (see pwopsd.toy.models.FAMILIES)."""
+    steps: int = 2400
+    """Optimizer steps per family; the shipped checkpoints ran exactly these (see each
+    checkpoint's pretrain_log.json for the wall time)."""
     minutes: float = 90.0
     """Wall-clock safety cap. The schedule decays on whichever of steps/time ends first, so a
     run that hits this cap is no longer step-exact (the log records steps_done)."""
     batch_size: int = 32
+    """Sequences per optimizer step."""
     lr: float = 3e-3
+    """Peak AdamW learning rate."""
     warmup_steps: int = 50
+    """Linear warm-up steps before the cosine decay."""
     weight_decay: float = 0.01
+    """AdamW weight decay on matrices (not on norms or biases)."""
     seed: int = 0
-    privileged_hard_share: float = PRIVILEGED_HARD_SHARE
-    """See PRIVILEGED_HARD_SHARE."""
-    reference_route_share: float = REFERENCE_ROUTE_SHARE
-    """See REFERENCE_ROUTE_SHARE."""
-    answer_redo_share: float = ANSWER_REDO_SHARE
-    """See ANSWER_REDO_SHARE."""
-    teacher_derail_share: float = TEACHER_DERAIL_SHARE
-    """See TEACHER_DERAIL_SHARE."""
+    """Seeds the weights (``seed``) and the example stream (``seed + 1``)."""
+    mix: Mixture = field(default_factory=Mixture)
+    """What the completions look like (see :class:`Mixture`)."""
     threads: int = 1
     """Torch threads. 1: on 2 shared cores, 2 threads spin-wait and run ~10x slower."""
 
@@ -175,8 +191,8 @@ def redo_completion(
 ) -> tuple[str, list[tuple[int, int]]] | None:
     """An answer-only completion that derails and recovers, with the spans not to learn.
 
-    A first pass from :func:`swapped_pass`; then, since its total differs from the reference
-    answer, a second pass in the problem's order, ending in the answer. Returns ``(text,
+    A first pass from :func:`swapped_pass`; then, since its total differs from the given
+    answer, a second pass along a fresh random route, ending in the answer. Returns ``(text,
     spans)``, ``spans`` the character ranges of the two wrong product lines (masked from the
     loss: the model should not learn to make the mistake, only to notice it from the answer
     and start over). ``None`` when no swap changes the total.
@@ -185,7 +201,7 @@ def redo_completion(
     if swapped is None:
         return None
     first, bad = swapped
-    second = task.solution_steps(problem)
+    second = task.solution_steps(problem, rng)
     return closed_completion([*first, *second], problem.answer), _masked_spans(first, bad)
 
 
@@ -207,70 +223,77 @@ def derailed_teacher_completion(
     return closed_completion(lines, problem.answer), _masked_spans(lines, bad)
 
 
+def slipped_completion(prompt: str, problem: task.Problem, rng: random.Random) -> str | None:
+    """A student-template completion that slips: the route from :func:`swapped_pass`, summed
+    consistently and boxing its own wrong total, in the completion format ``prompt`` calls for.
+    Learned in full: the student templates' data is noisy (see :class:`Mixture`). ``None`` when
+    no swap changes the total."""
+    swapped = swapped_pass(problem, rng)
+    if swapped is None:
+        return None
+    lines, _ = swapped
+    total = int(lines[-1].split("=")[1]) if len(lines) > 1 else int(lines[0].split("=")[1])
+    return completion_text(prompt, lines, total)
+
+
 def make_example(
     hf_tok: PreTrainedTokenizerFast,
     kind: str,
     problem: task.Problem,
     rng: random.Random,
-    reference_route_share: float = REFERENCE_ROUTE_SHARE,
-    answer_redo_share: float = 0.0,
-    teacher_derail_share: float = 0.0,
+    mix: Mixture = Mixture(student_slip_share=0.0, teacher_derail_share=0.0, answer_redo_share=0.0),
 ) -> tuple[str, list[tuple[int, int]]]:
     """One pretraining sequence (prompt + completion) of template ``kind`` as text, with
-    the character spans masked from the loss (empty but for answer-only redo examples).
+    the character spans masked from the loss (wrong product lines of privileged examples).
 
+    The default ``mix`` makes only clean examples (tests); the stream passes the real one.
     The privileged templates ("teacher", "answer") are rendered with thinking on, as
     PROTOCOL section 3 renders the teacher, but continue with a think-closed completion:
     that is the sequence OPSD scores (teacher prompt + the student's rollout), so the teacher
     learns to read the student's completions instead of asking for a think block.
     """
     route = task.solution_steps(problem, rng)
-    if kind == "eval":
-        prompt = prompts.eval_prompt(hf_tok, problem.text)
-    elif kind == "student":
-        prompt = prompts.student_prompt(hf_tok, problem.text)
-    elif kind == "teacher":
+    if kind in ("eval", "student"):
+        render = prompts.eval_prompt if kind == "eval" else prompts.student_prompt
+        prompt = render(hf_tok, problem.text)
+        slipped = (
+            slipped_completion(prompt, problem, rng)
+            if rng.random() < mix.student_slip_share
+            else None
+        )
+        if slipped is not None:
+            return prompt + slipped, []
+        return prompt + completion_text(prompt, route, problem.answer), []
+    if kind == "teacher":
         reference = task.format_solution(route, problem.answer)
         prompt = prompts.teacher_prompt(hf_tok, problem.text, reference)
         derailed = (
             derailed_teacher_completion(problem, rng)
-            if rng.random() < teacher_derail_share
+            if rng.random() < mix.teacher_derail_share
             else None
         )
         if derailed is not None:
             text, spans = derailed
             return prompt + text, [(a + len(prompt), b + len(prompt)) for a, b in spans]
-        if rng.random() >= reference_route_share:
+        if rng.random() >= mix.reference_route_share:
             route = task.solution_steps(problem, rng)
         return prompt + closed_completion(route, problem.answer), []
-    else:
-        prompt = prompts.answer_prompt(hf_tok, problem.text, str(problem.answer))
-        redo = redo_completion(problem, rng) if rng.random() < answer_redo_share else None
-        if redo is not None:
-            text, spans = redo
-            return prompt + text, [(a + len(prompt), b + len(prompt)) for a, b in spans]
-        return prompt + closed_completion(route, problem.answer), []
-    return prompt + completion_text(prompt, route, problem.answer), []
+    if kind != "answer":
+        raise ValueError(f"kind={kind!r} is not a template; allowed: {list(TEMPLATE_MIX)}")
+    prompt = prompts.answer_prompt(hf_tok, problem.text, str(problem.answer))
+    redo = redo_completion(problem, rng) if rng.random() < mix.answer_redo_share else None
+    if redo is not None:
+        text, spans = redo
+        return prompt + text, [(a + len(prompt), b + len(prompt)) for a, b in spans]
+    return prompt + closed_completion(route, problem.answer), []
 
 
 class ExampleStream:
     """Endless batches of token ids, drawn with a fixed seed; held-out problems excluded."""
 
-    def __init__(
-        self,
-        hf_tok: PreTrainedTokenizerFast,
-        seed: int,
-        batch_size: int,
-        hard_share: float = PRIVILEGED_HARD_SHARE,
-        reference_route_share: float = REFERENCE_ROUTE_SHARE,
-        answer_redo_share: float = 0.0,
-        teacher_derail_share: float = 0.0,
-    ):
-        self.teacher_derail_share = teacher_derail_share
-        self.hard_share = hard_share
-        self.reference_route_share = reference_route_share
-        self.answer_redo_share = answer_redo_share
+    def __init__(self, hf_tok: PreTrainedTokenizerFast, seed: int, batch_size: int, mix: Mixture):
         self.hf_tok = hf_tok
+        self.mix = mix
         self.rng = random.Random(seed)
         self.batch_size = batch_size
         self.exclude = heldout_problem_texts()
@@ -280,7 +303,7 @@ class ExampleStream:
         return self.rng.choices(list(TEMPLATE_MIX), weights=list(TEMPLATE_MIX.values()))[0]
 
     def _problem(self, kind: str) -> task.Problem:
-        hard = kind in ("teacher", "answer") and self.rng.random() < self.hard_share
+        hard = kind == "teacher" and self.rng.random() < self.mix.teacher_hard_share
         difficulty = PRIVILEGED_DIFFICULTY if hard else TRAIN_DIFFICULTY
         while True:
             p = task.sample_problem(self.rng, difficulty)
@@ -293,16 +316,7 @@ class ExampleStream:
         while True:
             kinds = [self._kind() for _ in range(self.batch_size * bucket)]
             examples = [
-                make_example(
-                    self.hf_tok,
-                    k,
-                    self._problem(k),
-                    self.rng,
-                    self.reference_route_share,
-                    self.answer_redo_share,
-                    self.teacher_derail_share,
-                )
-                for k in kinds
+                make_example(self.hf_tok, k, self._problem(k), self.rng, self.mix) for k in kinds
             ]
             seqs = [tokenize_masked(self.hf_tok, text, spans) for text, spans in examples]
             seqs.sort(key=lambda s: len(s[0]))
@@ -364,15 +378,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, tok: Tokenizer | None = None) -
         lr=cfg.lr,
         betas=(0.9, 0.98),
     )
-    stream = ExampleStream(
-        hf_tok,
-        cfg.seed + 1,
-        cfg.batch_size,
-        cfg.privileged_hard_share,
-        cfg.reference_route_share,
-        cfg.answer_redo_share,
-        cfg.teacher_derail_share,
-    ).batches()
+    stream = ExampleStream(hf_tok, cfg.seed + 1, cfg.batch_size, cfg.mix).batches()
     start = time.time()
     losses: list[float] = []
     bar = tqdm(total=cfg.steps, desc=f"pretrain {cfg.family}", mininterval=5.0)
@@ -439,45 +445,22 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=CHECKPOINTS_DIR, help="parent dir of toy-<family>/"
     )
     parser.add_argument("--seed", type=int, default=PretrainConfig.seed)
-    parser.add_argument(
-        "--privileged-hard-share",
-        type=float,
-        default=PretrainConfig.privileged_hard_share,
-        help="share of teacher/answer-only examples with harder problems (see PRIVILEGED_HARD_SHARE)",
-    )
-    parser.add_argument(
-        "--reference-route-share",
-        type=float,
-        default=PretrainConfig.reference_route_share,
-        help="share of teacher examples that retrace the reference route (see REFERENCE_ROUTE_SHARE)",
-    )
-    parser.add_argument(
-        "--answer-redo-share",
-        type=float,
-        default=PretrainConfig.answer_redo_share,
-        help="share of answer-only examples that derail and recover (see ANSWER_REDO_SHARE)",
-    )
-    parser.add_argument(
-        "--teacher-derail-share",
-        type=float,
-        default=PretrainConfig.teacher_derail_share,
-        help="share of teacher examples that derail and box the reference answer",
-    )
+    for name in Mixture.__dataclass_fields__:
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float,
+            default=getattr(Mixture(), name),
+            help=f"Mixture.{name} (see pwopsd.toy.pretrain.Mixture)",
+        )
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.steps <= 0:
         parser.error("--minutes and --steps must be > 0")
     families = models.FAMILIES if args.family == "all" else (args.family,)
     tok = build_tokenizer()
     for family in families:
+        mix = Mixture(**{name: getattr(args, name) for name in Mixture.__dataclass_fields__})
         cfg = PretrainConfig(
-            family=family,
-            steps=args.steps,
-            minutes=args.minutes,
-            seed=args.seed,
-            privileged_hard_share=args.privileged_hard_share,
-            reference_route_share=args.reference_route_share,
-            answer_redo_share=args.answer_redo_share,
-            teacher_derail_share=args.teacher_derail_share,
+            family=family, steps=args.steps, minutes=args.minutes, seed=args.seed, mix=mix
         )
         out = args.out / f"toy-{family}"
         log = pretrain(cfg, out, tok)

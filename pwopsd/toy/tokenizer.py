@@ -1,7 +1,8 @@
 """The toy tokenizer and chat templates (issue 3, "Deliver" 2).
 
 A real Hugging Face fast tokenizer (``tokenizers`` byte-level BPE, digits split one per
-token so arithmetic stays digit-wise) trained on the toy corpus rendered through the
+token so arithmetic stays digit-wise, except a second factor, which is one token with its ``*``:
+see :data:`FACTOR_TOKENS`) trained on the toy corpus rendered through the
 templates. The prompt's long fixed strings (PROTOCOL section 3's reason line, the teacher
 instruction, the reference markers) are added tokens, one token each: they are constant,
 so spelling them out would only cost training compute.
@@ -46,6 +47,13 @@ PHRASE_TOKENS = (
 )
 """Added, non-special tokens: kept in decoded text (Qwen3 treats its think tags the same way)."""
 
+FACTOR_TOKENS = tuple(f"*{d}" for d in range(10))
+"""``*`` and the second factor as one token (toy world v3). With ``*`` on its own, writing the
+partner of a first factor needs a two-token lookup (``a`` then ``*``) that the 1M-parameter
+models never learned sharply in their budget: every family mixed up factor pairs between
+terms, and the privileged teacher could not copy its reference's lines either. As one token,
+the partner is what follows ``a`` in the problem (or the reference): a one-token induction."""
+
 VOCAB_SIZE = 384
 """Byte alphabet (256) + BPE merges + added tokens."""
 
@@ -89,14 +97,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE) -> Token
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(SPECIAL_TOKENS) - len(PHRASE_TOKENS),
+        vocab_size=vocab_size - len(SPECIAL_TOKENS) - len(PHRASE_TOKENS) - len(FACTOR_TOKENS),
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     # Added after training: training would reassign the ids of tokens added before it.
-    tok.add_tokens(list(PHRASE_TOKENS))
+    tok.add_tokens(list(PHRASE_TOKENS) + list(FACTOR_TOKENS))
     return tok
 
 
