@@ -25,12 +25,12 @@
 seed = 1
 profile = "toy"
 out_dir = ""
-families = ["qwen3", "llama", "olmo3"]
-methods = ["base", "opsd", "pw_opsd"]
-schedule = "moderate"
 eval_seeds = 3
 max_problems = None
 train_steps = None
+families = ["qwen3", "llama", "olmo3"]
+methods = ["base", "opsd", "pw_opsd"]
+schedule = "moderate"
 
 # %%
 # Validate every parameter before any compute (papermill only warns on unknown names).

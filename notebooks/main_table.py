@@ -28,11 +28,11 @@
 seed = 1
 profile = "toy"
 out_dir = ""
-methods = ["base", "opsd", "eopd", "reopold", "pw_opsd"]
-schedules = ["moderate", "aggressive"]
 eval_seeds = 3
 max_problems = None
 train_steps = None
+methods = ["base", "opsd", "eopd", "reopold", "pw_opsd"]
+schedules = ["moderate", "aggressive"]
 
 # %%
 # Validate every parameter before any compute (papermill only warns on unknown names).

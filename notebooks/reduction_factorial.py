@@ -26,12 +26,12 @@
 seed = 1
 profile = "toy"
 out_dir = ""
-weightings = ["uniform", "position"]
-reductions = ["global", "per_sequence"]
-schedule = "moderate"
 eval_seeds = 3
 max_problems = None
 train_steps = None
+weightings = ["uniform", "position"]
+reductions = ["global", "per_sequence"]
+schedule = "moderate"
 
 # %%
 # Validate every parameter before any compute (papermill only warns on unknown names).

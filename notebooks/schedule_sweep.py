@@ -26,13 +26,13 @@
 seed = 1
 profile = "toy"
 out_dir = ""
+eval_seeds = 3
+max_problems = None
+train_steps = None
 schedules = ["mild", "moderate", "sharp", "aggressive"]
 w_min = None
 c = None
 s = None
-eval_seeds = 3
-max_problems = None
-train_steps = None
 
 # %%
 # Validate every parameter before any compute (papermill only warns on unknown names).

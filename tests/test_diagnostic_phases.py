@@ -141,7 +141,7 @@ def test_run_writes_table1_and_figure1(tmp_path, tok):
     out = cfg.results_dir
     # a smaller run than the full configuration never takes the full run's file names
     assert not (out / f"table1.seed{cfg.seed}.json").exists() and cfg.scale_tag()
-    assert res["paths"]["table1"] == str(out / f"table1.{cfg.scale_tag()}.json")
+    assert res["paths"]["table1"] == str(out / f"table1.seed{cfg.seed}.{cfg.scale_tag()}.json")
     rows = json.loads(phases.output_path(cfg, "table1").read_text())["rows"]
     assert any("position" in r["score"] for r in rows)
     keys = {"score", "auroc", "ci_low", "ci_high", "auprc", "n_real_uncertain", "n_diversity"}
