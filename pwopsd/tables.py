@@ -190,7 +190,8 @@ def published_row(family: str, label: str) -> dict[str, Any] | None:
 def comparison_frame(
     table: dict[str, Any], paper_label: dict[str, str] | None = None
 ) -> pd.DataFrame:
-    """Our Avg@k beside the paper's Avg@12 per benchmark ("not published" where it has none).
+    """Our Avg@k beside the paper's Avg@12: two lines per row ("ours (toy)" and the paper's
+    model), benchmarks as columns, "not published" where the paper has no number.
 
     ``paper_label`` maps a row key to the paper's method name when our label differs (the
     factorial's cells); rows map to the paper's model through :data:`PAPER_MODELS`.
@@ -199,23 +200,26 @@ def comparison_frame(
     out = []
     for r in table["rows"]:
         pub = published_row(r["family"], paper_label.get(r["key"], r["label"]))
-        line: dict[str, Any] = {"model": r["family"], "method": r["label"]}
+        ours: dict[str, Any] = {"method": r["label"], "source": f"ours ({r['family']})"}
+        paper: dict[str, Any] = {"method": r["label"],
+                                 "source": f"paper ({PAPER_MODELS.get(r['family'], '?')})"}  # fmt: skip
         for b in table["benchmarks"]:
-            s = r["scores"][b["name"]]["avg"]
             col = PAPER_BENCHMARKS.get(b["name"], b["name"])
-            line[f"{col}: ours"] = fmt(s["mean"], s["sd"])
+            s = r["scores"][b["name"]]["avg"]
+            ours[col] = fmt(s["mean"], s["sd"])
             ps = (pub or {}).get("scores") and pub["scores"].get(col)
-            line[f"{col}: paper"] = f"{ps['mean']:.2f} ± {ps['sd']:.2f}" if ps else "not published"
-        line["mean: ours"] = fmt(r["overall"]["avg"]["mean"], r["overall"]["avg"]["sd"])
-        line["mean: paper"] = f"{pub['mean']:.2f}" if pub else "not published"
-        out.append(line)
-    return pd.DataFrame(out).set_index(["model", "method"])
+            paper[col] = f"{ps['mean']:.2f} ± {ps['sd']:.2f}" if ps else "not published"
+        ours["mean"] = fmt(r["overall"]["avg"]["mean"], r["overall"]["avg"]["sd"])
+        paper["mean"] = f"{pub['mean']:.2f}" if pub else "not published"
+        out += [ours, paper]
+    return pd.DataFrame(out).set_index(["method", "source"])
 
 
 def count_published(frame_: pd.DataFrame) -> int:
     """How many published numbers a comparison frame shows (tests count them per page)."""
-    paper_cols = [c for c in frame_.columns if c.endswith(": paper")]
-    return int(sum((frame_[c] != "not published").sum() for c in paper_cols))
+    sources = frame_.index.get_level_values("source")
+    paper = frame_[[str(s).startswith("paper") for s in sources]]
+    return int((paper != "not published").to_numpy().sum())
 
 
 # ------------------------------------------------------------------ verdicts
@@ -231,8 +235,9 @@ def compare(table: dict[str, Any], a: str, b: str, metric: str = "avg") -> dict[
     for bench in table["benchmarks"]:
         sa, sb = ra["scores"][bench["name"]][metric], rb["scores"][bench["name"]][metric]
         diff = sa["mean"] - sb["mean"]
-        sd = max(sa["sd"] or 0.0, sb["sd"] or 0.0)
-        per[bench["name"]] = {"diff": diff, "ahead": diff > 0, "exceeds_sd": abs(diff) > sd > 0}
+        sds = [x for x in (sa["sd"], sb["sd"]) if x is not None]  # None: no spread known
+        exceeds = bool(sds) and abs(diff) > max(sds)
+        per[bench["name"]] = {"diff": diff, "ahead": diff > 0, "exceeds_sd": exceeds}
     overall = ra["overall"][metric]["mean"] - rb["overall"][metric]["mean"]
     return {
         "a": ra["label"],
@@ -275,12 +280,16 @@ def verdict(
     same = (paper > 0) == (c["overall_diff"] > 0)
     clear = c["wins_beyond_sd"] > c["losses_beyond_sd"] if paper > 0 else (
         c["losses_beyond_sd"] > c["wins_beyond_sd"])  # fmt: skip
+    clear_against = c["losses_beyond_sd"] > c["wins_beyond_sd"] if paper > 0 else (
+        c["wins_beyond_sd"] > c["losses_beyond_sd"])  # fmt: skip
     if same and clear:
         outcome = "replicates at this scale"
     elif same:
         outcome = "points the same way here, but within the spread: not a clear replication"
+    elif clear_against:
+        outcome = "does not replicate at this scale (reversed, beyond the spread)"
     else:
-        outcome = "does not replicate at this scale (the sign is reversed)"
+        outcome = "points the other way here, within the spread: no evidence either way"
     return text + f" Paper: {paper:+.2f} points on the mean; the paper's finding {outcome}."
 
 

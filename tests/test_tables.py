@@ -82,6 +82,13 @@ def test_verdict_counts_wins_and_the_sd_rule() -> None:
         _row("qwen3/pw_opsd_moderate", "PW-OPSD Moderate", {"toy_aime24": [0.2, 0.2], "toy_hmmt25": [0.2, 0.2]}),
     ])])  # fmt: skip
     assert "does not replicate" in tables.verdict(flipped, "qwen3/pw_opsd_moderate", "qwen3/opsd")
+    # reversed but inside the spread is no evidence either way, not a failed replication
+    noisy = tables.aggregate([_result(1, [
+        _row("qwen3/opsd", "OPSD", {"toy_aime24": [0.40, 0.50], "toy_hmmt25": [0.40, 0.50]}),
+        _row("qwen3/pw_opsd_moderate", "PW-OPSD Moderate",
+             {"toy_aime24": [0.40, 0.48], "toy_hmmt25": [0.40, 0.48]}),
+    ])])  # fmt: skip
+    assert "no evidence either way" in tables.verdict(noisy, "qwen3/pw_opsd_moderate", "qwen3/opsd")
 
 
 def test_a_comparison_without_paper_numbers_says_so() -> None:
@@ -91,8 +98,9 @@ def test_a_comparison_without_paper_numbers_says_so() -> None:
     ])])  # fmt: skip
     assert "publishes no numbers" in tables.verdict(table, "qwen3/opsd", "qwen3/base")
     frame = tables.comparison_frame(table)
-    assert frame.loc[("qwen3", "Base"), "AIME 2024: paper"] == "not published"
-    assert frame.loc[("qwen3", "OPSD"), "AIME 2024: paper"] == "75.19 ± 0.42"
+    assert frame.loc[("Base", "paper (Qwen3-4B)"), "AIME 2024"] == "not published"
+    assert frame.loc[("OPSD", "paper (Qwen3-4B)"), "AIME 2024"] == "75.19 ± 0.42"
+    assert frame.loc[("OPSD", "ours (qwen3)"), "AIME 2024"] == "40.0"
     # OPSD's two benchmark columns shown, plus its mean; Base has none
     assert tables.count_published(frame) == 3
 
