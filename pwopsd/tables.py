@@ -267,8 +267,9 @@ def verdict(
     paper_label = paper_label or {}
     c = compare(table, a, b)
     ra, rb = row(table, a), row(table, b)
+    where = f" ({ra['family']})" if len({r["family"] for r in table["rows"]}) > 1 else ""
     text = (
-        f"**{c['a']}** beats **{c['b']}** on {c['wins']} of {c['n']} sets "
+        f"**{c['a']}** beats **{c['b']}**{where} on {c['wins']} of {c['n']} sets "
         f"(mean Avg {100 * c['overall_diff']:+.1f} points); the difference exceeds one sd "
         f"in its favour on {c['wins_beyond_sd']} and against it on {c['losses_beyond_sd']}"
         f" (spread over {table['spread']}, {len(table['seeds'])} seed(s))."
