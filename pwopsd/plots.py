@@ -27,30 +27,6 @@ def load_json(path: str | Path) -> dict[str, Any] | None:
     return json.loads(p.read_text())
 
 
-def section_results(profile: str, section: str) -> dict[str, Any] | None:
-    """results/<profile>/<section>/<section>.json, or None."""
-    return load_json(RESULTS_DIR / profile / section / f"{section}.json")
-
-
-def status_line(result: dict[str, Any] | None, section: str) -> str:
-    """One sentence saying whether a section has results, for the top of a book page."""
-    if result is None:
-        return f"No results yet: run `notebooks/{section}.ipynb` with papermill."
-    prov = result.get("provenance", {})
-    where = f"profile `{prov.get('profile')}`, seed {prov.get('seed')}, commit `{str(prov.get('git_commit'))[:12]}`"
-    if result.get("status") == "pending":
-        return f"Skeleton only ({where}): {result.get('reason')}."
-    return f"Results from {where}, {prov.get('wall_seconds', 0):.0f} s wall time."
-
-
-def fmt_mean_sd(mean: float | None, sd: float | None, scale: float = 100.0) -> str:
-    if mean is None:
-        return "n/a"
-    if sd is None:
-        return f"{scale * mean:.2f}"
-    return f"{scale * mean:.2f} ± {scale * sd:.2f}"
-
-
 def provenance_frame() -> pd.DataFrame:
     """One row per results file under results/ (per-sample scratch excluded): where it came from."""
     rows = []

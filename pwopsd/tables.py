@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from pwopsd.config import REPO_ROOT, RESULTS_DIR
+from pwopsd.metrics import mean_sd
 
 PUBLISHED_PATH = REPO_ROOT / "data" / "published" / "main_table.json"
 PAPER_MODELS = {"qwen3": "Qwen3-4B", "llama": "DSR1-Llama-8B", "olmo3": "Olmo-3-7B-Think"}
@@ -70,10 +71,12 @@ def load_section(
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    """:func:`pwopsd.metrics.mean_sd` over the finite values; (None, None) when there are none."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return None, None
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None
+    agg = mean_sd(vals)
+    return agg["mean"], agg["sd"]
 
 
 def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:

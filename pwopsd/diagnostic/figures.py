@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from pwopsd.config import RESULTS_DIR
+from pwopsd.metrics import mean_sd
 
 LABEL_NAMES = {"diversity": "benign diversity", "real_uncertain": "real uncertainty"}
 COLOURS = {"diversity": "tab:blue", "real_uncertain": "tab:red"}
@@ -146,10 +146,9 @@ def seeds_frame(seeds: dict[int, dict[str, Any]]) -> pd.DataFrame:
     out = []
     for row in rows.values():
         vals = [v for v in row.pop("_values") if v is not None]
-        if len(vals) > 1:
-            row["mean ± sd"] = f"{statistics.fmean(vals):.2f} ± {statistics.stdev(vals):.2f}"
-        else:
-            row["mean ± sd"] = _fmt(vals[0]) if vals else "n/a"
+        agg = mean_sd(vals) if vals else {"mean": None, "sd": None}
+        sd = "" if agg["sd"] is None else f" ± {agg['sd']:.2f}"
+        row["mean ± sd"] = _fmt(agg["mean"]) + sd
         out.append(row)
     return pd.DataFrame(out).set_index("score")
 
@@ -168,11 +167,12 @@ def seeds_verdict(seeds: dict[int, dict[str, Any]]) -> str:
             wins += bool(local) and pos["auroc"] > max(local)
     if not pos_vals:
         return "No seed has enough labelled candidates of both kinds to compare the scores."
-    spread = f" ± {statistics.stdev(pos_vals):.2f}" if len(pos_vals) > 1 else ""
+    agg = mean_sd(pos_vals)
+    spread = "" if agg["sd"] is None else f" ± {agg['sd']:.2f}"
     return (
         f"Over {len(seeds)} seed(s) the position score's AUROC is "
-        f"{statistics.fmean(pos_vals):.2f}{spread}; it beats every local score in {wins} of "
+        f"{agg['mean']:.2f}{spread}; it beats every local score in {wins} of "
         f"{len(pos_vals)} seed(s). Paper: 0.83 against at most 0.57, so the finding "
-        + ("replicates at this scale." if wins == len(pos_vals) and statistics.fmean(pos_vals) > 0.5
+        + ("replicates at this scale." if wins == len(pos_vals) and agg["mean"] > 0.5
            else "does not clearly replicate at this scale.")
     )  # fmt: skip
