@@ -123,8 +123,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     """AdamW weight decay (HF Trainer default)."""
     rollout_backend: str = "vllm"
-    """"vllm" (the engine factory; a new LoRARequest per update) or "hf" (``generate`` on the
-    live peft model, in process)."""
+    """"vllm" (the engine factory; the adapter saved after each update is served as
+    ``EngineConfig.adapter_mode`` says) or "hf" (``generate`` on the live peft model, in
+    process)."""
     clip_stats: bool = True
     """Log the fraction of tokens and of vocabulary entries the clip caps (an extra no-grad
     pass over the [B, T, V] terms, chunked; off at paper scale)."""
@@ -154,6 +155,10 @@ class TrainConfig:
             raise ConfigError(f"rollout.n={self.rollout.n}: OPSD draws one rollout per prompt")
 
 
+ADAPTER_MODES = ("merge", "lora")
+"""Ways the vLLM engine serves a LoRA adapter (:attr:`EngineConfig.adapter_mode`)."""
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Settings of the inference engine (:func:`pwopsd.engine.build_vllm`), CPU and CUDA."""
@@ -175,6 +180,11 @@ class EngineConfig:
     enforce_eager: bool | None = None
     """Skip torch.compile / CUDA graphs. None = eager on CPU (starts in seconds instead of
     30-90 s), compiled on CUDA."""
+    adapter_mode: str = "merge"
+    """How the vLLM engine serves a LoRA adapter. "merge": base + adapter merged (peft's
+    ``W + (alpha/r) B A``) and written into the running engine with vLLM's in-place
+    ``reload_weights``, the paper's weight sync; the engine decodes at base-model speed (2.7x
+    the "lora" speed on the toy CPU model). "lora": a ``LoRARequest`` per adapter."""
 
     def __post_init__(self) -> None:
         if self.max_model_len < 1 or self.max_num_seqs < 1:
@@ -187,6 +197,11 @@ class EngineConfig:
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(
                 f"engine.gpu_memory_utilization={self.gpu_memory_utilization} must lie in (0, 1]"
+            )
+        if self.adapter_mode not in ADAPTER_MODES:
+            raise ConfigError(
+                f"engine.adapter_mode={self.adapter_mode!r} is not known; allowed: "
+                f"{list(ADAPTER_MODES)}"
             )
 
 

@@ -272,6 +272,25 @@ def build_vllm(
     return llm, plan, time.perf_counter() - t0
 
 
+def write_merged(model: str, adapter: str, out: Path, dtype: str = "auto") -> Path:
+    """Save ``model`` with the LoRA ``adapter`` merged in (peft's ``merge_and_unload``:
+    ``W + (alpha / r) B A`` per target module) as a safetensors checkpoint in ``out``.
+
+    The engine's ``adapter_mode="merge"`` reloads its weights from here: the paper's weight
+    sync (merge, push into vLLM; the base is restored by reloading ``model`` itself, so no
+    unmerge round-off ever reaches the base weights).
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    net = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+    merged = PeftModel.from_pretrained(net, adapter).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    return out
+
+
 def _compare_startup(model: str, settings: EngineConfig) -> dict[str, float]:
     """Start-up seconds of eager and compiled engines, each in a fresh process."""
     import subprocess

@@ -16,14 +16,16 @@ name) or a base model plus a PEFT LoRA adapter directory (``adapter=``).
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import EngineConfig, Profile, SamplingConfig, get_profile
-from pwopsd.engine import adapter_rank, build_vllm, check_model_paths
+from pwopsd.config import ADAPTER_MODES, EngineConfig, Profile, SamplingConfig, get_profile
+from pwopsd.engine import adapter_rank, build_vllm, check_model_paths, write_merged
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,20 @@ class VLLMEngine:
     """A vLLM ``LLM`` kept for the life of the process; samples stream out as they finish.
 
     Built by :func:`pwopsd.engine.build_vllm` from the profile's engine settings (explicit
-    KV-cache bytes and an unsplittable prefill budget on CPU). Set ``enable_lora`` (or pass
-    ``adapter``) to serve LoRA adapters; each new adapter directory or rewrite gets a new
-    ``LoRARequest``.
+    KV-cache bytes and an unsplittable prefill budget on CPU). A LoRA adapter (``adapter=`` at
+    build time or per call) is served as ``adapter_mode`` says
+    (:attr:`~pwopsd.config.EngineConfig.adapter_mode`):
+
+    * ``"merge"`` (default): the adapter is merged into the base weights
+      (:func:`pwopsd.engine.write_merged`) and loaded into the running engine with vLLM's
+      in-place ``reload_weights``; asking for the base model (``adapter=None``) reloads the
+      base checkpoint. Decoding runs at base-model speed; switching costs one merge and one
+      reload (toy: ~0.2 s).
+    * ``"lora"``: each new adapter directory (or rewrite) gets a new ``LoRARequest``; the base
+      weights never change.
+
+    Both draw the same samples for the same seeds up to float round-off (``tests/test_evaluate``
+    compares them).
     """
 
     backend = "vllm"
@@ -95,17 +108,29 @@ class VLLMEngine:
         seed: int = 0,
         enable_lora: bool = False,
         max_lora_rank: int | None = None,
+        adapter_mode: str | None = None,
     ) -> None:
         check_model_paths(model, adapter)
         self.model = model
         self.adapter = adapter
-        lora = adapter is not None or enable_lora
+        self.adapter_mode = adapter_mode or settings.adapter_mode
+        if self.adapter_mode not in ADAPTER_MODES:
+            raise ValueError(
+                f"adapter_mode={self.adapter_mode!r} is not known; allowed: {list(ADAPTER_MODES)}"
+            )
+        self.dtype = settings.dtype
+        lora = (adapter is not None or enable_lora) and self.adapter_mode == "lora"
         rank = max_lora_rank or (adapter_rank(adapter) if adapter else 64)
         self.llm, self.plan, self.startup_seconds = build_vllm(
             model, settings, seed=seed, enable_lora=lora, max_lora_rank=rank
         )
         self._lora_ids: dict[tuple[str, tuple], int] = {}
         self._inflight: list[str] = []
+        self._served: tuple[str, tuple] | None = None
+        """Merge mode: the adapter (path, file times) whose merged weights the engine holds."""
+        self._merge_dir: Path | None = None
+        self.weight_reloads = 0
+        """Merge mode: how many times the engine's weights were reloaded (merges + restores)."""
 
     @property
     def tokenizer(self) -> Any:
@@ -117,6 +142,8 @@ class VLLMEngine:
         core = getattr(core, "engine_core", None)
         if core is not None:
             core.shutdown()
+        if self._merge_dir is not None:
+            shutil.rmtree(self._merge_dir, ignore_errors=True)
 
     def _abort_inflight(self) -> None:
         """Abort what an abandoned :meth:`stream` left in the engine and drain it."""
@@ -127,17 +154,41 @@ class VLLMEngine:
         while engine.has_unfinished_requests():
             engine.step()
 
+    @staticmethod
+    def _adapter_key(adapter: str) -> tuple[str, tuple]:
+        # A checkpoint rewritten in place (same path, new weights) must count as a new
+        # adapter, so the key includes the files' modification times.
+        path = Path(adapter).resolve()
+        return str(path), tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.iterdir()))
+
     def _lora_request(self, adapter: str | None) -> Any:
+        """Make the engine serve ``adapter``: the ``LoRARequest`` to pass ("lora" mode) or
+        None after loading its merged weights ("merge" mode). Call with nothing in flight."""
+        if self.adapter_mode == "merge":
+            self._serve_merged(adapter)
+            return None
         if adapter is None:
             return None
         from vllm.lora.request import LoRARequest
 
-        path = Path(adapter).resolve()
-        # vLLM caches adapters by id: a checkpoint rewritten in place (same path, new
-        # weights) must get a new id, so the key includes the files' modification times.
-        stamp = tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.iterdir()))
-        lora_id = self._lora_ids.setdefault((str(path), stamp), len(self._lora_ids) + 1)
-        return LoRARequest(f"adapter{lora_id}", lora_id, str(path))
+        key = self._adapter_key(adapter)
+        lora_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter{lora_id}", lora_id, key[0])
+
+    def _serve_merged(self, adapter: str | None) -> None:
+        key = None if adapter is None else self._adapter_key(adapter)
+        if key == self._served:
+            return
+        if adapter is None:
+            weights = self.model
+        else:
+            if self._merge_dir is None:
+                self._merge_dir = Path(tempfile.mkdtemp(prefix="pwopsd-merged-"))
+            weights = str(write_merged(self.model, adapter, self._merge_dir, self.dtype))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": weights})
+        self.llm.reset_prefix_cache()  # cached KV of the old weights must not be reused
+        self._served = key
+        self.weight_reloads += 1
 
     @staticmethod
     def _params(sampling: SamplingConfig, seed: int, n: int, logprobs: bool) -> Any:
@@ -375,11 +426,12 @@ def make_engine(
     seed: int = 0,
     enable_lora: bool = False,
     max_lora_rank: int | None = None,
+    adapter_mode: str | None = None,
 ) -> Engine:
     """Build the engine of ``backend`` ("vllm" or "hf") for ``model``.
 
-    ``settings`` defaults to the profile's :class:`~pwopsd.config.EngineConfig`; the vLLM
-    engine itself is built by :func:`pwopsd.engine.build_vllm`, the only place that starts one.
+    ``settings`` defaults to the profile's :class:`~pwopsd.config.EngineConfig`;
+    ``adapter_mode`` (vLLM) overrides its ``adapter_mode``. The vLLM engine itself is built by :func:`pwopsd.engine.build_vllm`, the only place that starts one.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not known; allowed: {list(BACKENDS)}")
@@ -393,6 +445,7 @@ def make_engine(
             seed=seed,
             enable_lora=enable_lora,
             max_lora_rank=max_lora_rank,
+            adapter_mode=adapter_mode,
         )
     dtype = settings.dtype if settings.dtype != "auto" else "float32"
     return HFEngine(model, adapter=adapter, dtype=dtype)

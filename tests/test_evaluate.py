@@ -292,7 +292,8 @@ def vllm_engine(frozen_model):
         pytest.skip(f"toy model not built at {MODEL}")
     from pwopsd.sampling import make_engine
 
-    # LoRA enabled so the adapter test shares this engine (one engine per module).
+    # Adapters are served merged (the default adapter_mode), so the adapter tests share this
+    # engine (one engine per module).
     # A simulated small memory node: vLLM's CPU worker would ask for this fraction of the node
     # (minus the process's RSS) for its KV cache and get a negative size. The factory sizes the
     # cache in bytes instead, so the fraction must not matter.
@@ -359,7 +360,7 @@ def test_vllm_generate_tokens_and_logprobs(vllm_engine):
 @pytest.mark.vllm
 @needs_model
 def test_vllm_matches_hf_greedy_for_base_and_adapter(vllm_engine, hf_engine, lora_adapter):
-    """Greedy decoding: vLLM (base, and base + LoRA request) equals HF (base, merged LoRA)."""
+    """Greedy decoding: vLLM (base, and base + merged LoRA) equals HF (base, LoRA)."""
     from pwopsd.prompts import eval_prompt
     from pwopsd.sampling import make_engine
 
@@ -379,7 +380,7 @@ def test_vllm_matches_hf_greedy_for_base_and_adapter(vllm_engine, hf_engine, lor
     assert lora_vllm == lora_hf
     assert lora_hf != base_hf  # the adapter matters, so the comparison means something
 
-    # A checkpoint rewritten in place must be served with its new weights, not vLLM's cache.
+    # A checkpoint rewritten in place must be served with its new weights, not the old merge.
     time.sleep(0.01)
     _save_random_lora(Path(lora_adapter), seed=1)
     hf_new = make_engine("hf", MODEL, profile=PROFILE, adapter=lora_adapter)
@@ -390,6 +391,48 @@ def test_vllm_matches_hf_greedy_for_base_and_adapter(vllm_engine, hf_engine, lor
     ]
     assert new_hf != lora_hf
     assert new_vllm == new_hf
+
+
+@pytest.mark.vllm
+@needs_model
+def test_vllm_merge_and_lora_modes_draw_the_same_samples(vllm_engine, lora_adapter):
+    """The two ways to serve an adapter (merged weights reloaded in place, the default; a
+    LoRARequest) draw the same seeded samples with the same log-probabilities, and serving
+    the base model again after a merge restores it exactly."""
+    from pwopsd.prompts import eval_prompt
+    from pwopsd.sampling import make_engine
+
+    assert vllm_engine.adapter_mode == "merge"
+    sampling = dataclasses.replace(SAMPLING, n=1, temperature=1.0, max_new_tokens=32)
+    questions = [f"Compute {a}*{b}+{b}*{a + 1}." for a, b in zip(range(2, 10), range(3, 11))]
+    prompts = [eval_prompt(vllm_engine.tokenizer, q) for q in questions]
+    seeds = list(range(100, 100 + len(prompts)))
+
+    def draw(engine, adapter):
+        return [
+            c[0]
+            for c in engine.generate(prompts, sampling, seeds=seeds, adapter=adapter, logprobs=True)
+        ]
+
+    base_before = draw(vllm_engine, None)
+    merged = draw(vllm_engine, lora_adapter)
+    reloads = vllm_engine.weight_reloads
+    assert draw(vllm_engine, lora_adapter) == merged  # served again without a new merge
+    assert vllm_engine.weight_reloads == reloads
+    base_after = draw(vllm_engine, None)
+    lora_engine = make_engine(
+        "vllm", MODEL, profile=PROFILE, enable_lora=True, max_lora_rank=8, adapter_mode="lora"
+    )
+    try:
+        assert lora_engine.adapter_mode == "lora"
+        via_lora = draw(lora_engine, lora_adapter)
+    finally:
+        lora_engine.close()
+    assert [c.token_ids for c in merged] != [c.token_ids for c in base_before]  # adapter matters
+    assert [c.token_ids for c in via_lora] == [c.token_ids for c in merged]
+    gap = max(abs(a - b) for m, v in zip(merged, via_lora) for a, b in zip(m.logprobs, v.logprobs))
+    assert gap < 1e-4, gap
+    assert base_after == base_before  # the base checkpoint reloaded, bit for bit
 
 
 @needs_toy_data

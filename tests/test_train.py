@@ -345,10 +345,11 @@ def test_two_processes_match_one_process(tmp_path):
 
 
 @pytest.mark.vllm
-def test_sync_engine_samples_from_updated_weights_and_teacher_is_base(tmp_path):
-    """After training steps with vLLM rollouts, the engine (new LoRARequest) gives the same
-    log-probabilities as the HF student with the trained adapter, to 1e-3; the teacher pass
-    (adapter disabled) equals the base model's logits."""
+@pytest.mark.parametrize("adapter_mode", ["merge", "lora"])
+def test_sync_engine_samples_from_updated_weights_and_teacher_is_base(tmp_path, adapter_mode):
+    """After training steps with vLLM rollouts, the engine (merged weights reloaded in place,
+    or a new LoRARequest) gives the same log-probabilities as the HF student with the trained
+    adapter, to 1e-3; the teacher pass (adapter disabled) equals the base model's logits."""
     pytest.importorskip("vllm")
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -357,7 +358,9 @@ def test_sync_engine_samples_from_updated_weights_and_teacher_is_base(tmp_path):
     from pwopsd.prompts import student_prompt
     from pwopsd.sampling import make_engine
 
-    engine = make_engine("vllm", MODEL, profile=PROFILE, enable_lora=True, max_lora_rank=16)
+    engine = make_engine(
+        "vllm", MODEL, profile=PROFILE, enable_lora=True, max_lora_rank=16, adapter_mode=adapter_mode
+    )
     try:
         spec = RunSpec(
             method="opsd",
@@ -369,6 +372,8 @@ def test_sync_engine_samples_from_updated_weights_and_teacher_is_base(tmp_path):
         prompt = student_prompt(engine.tokenizer, "Compute 3*4+2*5.")
         raw = SamplingConfig(n=1, temperature=1.0, top_p=1.0, top_k=-1, max_new_tokens=24)
         comp = engine.generate([prompt], raw, seeds=[7], adapter=adapter, logprobs=True)[0][0]
+        if adapter_mode == "merge":  # one reload per update (3 adapters: steps 0, 1, 2)
+            assert engine.weight_reloads >= 2
     finally:
         engine.close()
     base = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()
