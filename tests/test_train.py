@@ -359,7 +359,12 @@ def test_sync_engine_samples_from_updated_weights_and_teacher_is_base(tmp_path, 
     from pwopsd.sampling import make_engine
 
     engine = make_engine(
-        "vllm", MODEL, profile=PROFILE, enable_lora=True, max_lora_rank=16, adapter_mode=adapter_mode
+        "vllm",
+        MODEL,
+        profile=PROFILE,
+        enable_lora=True,
+        max_lora_rank=16,
+        adapter_mode=adapter_mode,
     )
     try:
         spec = RunSpec(
