@@ -15,8 +15,9 @@ completion positions (prompt and padding masked out).
 
 Two samplers draw the rollouts:
 
-* :class:`EngineSampler`: the engine factory's vLLM engine with a new ``LoRARequest`` per
-  update (see :mod:`pwopsd.train` for why), one seed per sample;
+* :class:`EngineSampler`: the engine factory's vLLM engine, serving the adapter saved after
+  each update (merged into its weights by default; see :mod:`pwopsd.train`), one seed per
+  sample;
 * :class:`HFSampler`: ``generate`` on the live peft model in this process, one seed per
   micro-batch (the fallback backend; exact weight sync by construction).
 
@@ -166,7 +167,8 @@ class EngineSampler:
     """Rollouts from an engine of :func:`pwopsd.sampling.make_engine` (vLLM), one seed per sample.
 
     ``adapter`` is the directory of the current LoRA, saved after each optimizer step; the
-    engine turns each new directory (or rewrite) into a new ``LoRARequest``.
+    engine serves each new directory (or rewrite) merged into its weights or as a new
+    ``LoRARequest`` (:attr:`pwopsd.config.EngineConfig.adapter_mode`).
     """
 
     def __init__(self, engine: Any, max_model_len: int) -> None:

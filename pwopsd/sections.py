@@ -212,8 +212,8 @@ def run_table_section(cfg: TableSectionConfig, *, progress: bool = True) -> dict
     """Train (or reuse) every row's run through :mod:`pwopsd.grid`, evaluate every row with
     the evaluation protocol, and write ``<section>.seed<k>.json``.
 
-    One vLLM engine per model family serves its training rollouts (a new ``LoRARequest``
-    per update) and the evaluation of its base model and adapters.
+    One vLLM engine per model family serves its training rollouts (each update's adapter
+    merged into its weights) and the evaluation of its base model and adapters.
     """
     from pwopsd import evaluate, grid
     from pwopsd.sampling import make_engine
