@@ -33,13 +33,16 @@ TRACKED_PACKAGES = (
 
 
 def git_commit() -> str:
-    """HEAD commit of the repo, with "-dirty" when the tree has uncommitted changes."""
+    """HEAD commit of the repo, with "-dirty" when the code has uncommitted changes.
+
+    ``results/`` is left out of the check: it holds outputs, and a run that writes several
+    results files would otherwise call itself dirty from its second file on."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -60,11 +63,29 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def cpu_model() -> tuple[str, list[str]]:
+    """The CPU's model name and which of the vector extensions that change CPU kernels (AVX2,
+    AVX-512) it has, from ``/proc/cpuinfo`` (``platform.processor()`` is empty on Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor(), []
+    fields = dict(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in text.splitlines())
+    )
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", platform.processor()), [
+        f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags
+    ]
+
+
 def hardware() -> dict[str, Any]:
+    model, vector = cpu_model()
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": platform.processor(),
+        "processor": model,
+        "cpu_flags": vector,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
     }
