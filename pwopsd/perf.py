@@ -391,6 +391,37 @@ def plot_rollout(bench: Mapping[str, Any]) -> plt.Figure:
     return fig
 
 
+def adapter_table(bench: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Tokens/s with a LoRA adapter, by how it is served (None when not measured)."""
+    a = bench.get("adapter")
+    if not a:
+        return None
+    hf = a["hf_peft_tokens_per_s"]
+    rows = [
+        ("vLLM engine, adapter merged into its weights (default)", a["merged_tokens_per_s"]),
+        ("vLLM engine, adapter as a LoRARequest", a["lora_request_tokens_per_s"]),
+        ("HF generate on the peft model", hf),
+    ]
+    return pd.DataFrame(
+        [{"served as": k, "tokens/s": fmt_sig(v), "vs HF generate": fmt_ratio(v / hf)}
+         for k, v in rows]
+    ).set_index("served as")  # fmt: skip
+
+
+def adapter_sentence(bench: Mapping[str, Any]) -> str:
+    """What merging buys, from the adapter block, in one sentence."""
+    a = bench.get("adapter")
+    if not a:
+        return "_The adapter block was not measured: rerun `python -m pwopsd.bench rollout`._"
+    return (
+        f"With a rank-{a['lora_r']} adapter at batch {a['batch']}, merging it into the engine's "
+        f"weights decodes {fmt_ratio(a['merged_over_lora_request'])} the tokens/s of serving it "
+        f"as a LoRARequest and {fmt_ratio(a['merged_over_hf_peft'])} those of HF generate; "
+        f"switching the merged engine to a new adapter (merge, reload, one 1-token request) "
+        f"took {fmt_sig(a['switch_seconds'])} s."
+    )
+
+
 def rollout_settings(bench: Mapping[str, Any]) -> pd.DataFrame:
     """The rollout benchmark's configuration as a setting / value table."""
     keys = ("model", "sampling", "engine", "hf", "repeats", "torch_threads")

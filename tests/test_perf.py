@@ -192,6 +192,29 @@ def test_rollout_table_formats_and_tolerates_missing_token_counts():
     assert table.loc[8, "tokens generated (engine, HF)"] == "n/a, n/a"
 
 
+def test_adapter_table_and_sentence_read_the_adapter_block():
+    bench = _rollout(1.0)
+    assert perf.adapter_table(bench) is None
+    assert "not measured" in perf.adapter_sentence(bench)
+    bench["adapter"] = {
+        "batch": 64,
+        "lora_r": 16,
+        "merged_tokens_per_s": 9000.0,
+        "lora_request_tokens_per_s": 3000.0,
+        "hf_peft_tokens_per_s": 4500.0,
+        "merged_over_lora_request": 3.0,
+        "merged_over_hf_peft": 2.0,
+        "switch_seconds": 0.25,
+    }
+    table = perf.adapter_table(bench)
+    assert list(table["vs HF generate"]) == ["2.00x", "0.667x", "1.00x"]
+    assert table.iloc[0]["tokens/s"] == "9,000"
+    sentence = perf.adapter_sentence(bench)
+    assert "rank-16 adapter at batch 64" in sentence
+    assert "3.00x the tokens/s of serving it as a LoRARequest" in sentence
+    assert "took 0.250 s" in sentence
+
+
 def test_plot_rollout_groups_two_bars_per_batch():
     fig = perf.plot_rollout(_rollout(1.0))
     assert len(fig.axes[0].patches) == 4

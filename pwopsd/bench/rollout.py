@@ -6,6 +6,13 @@ for a batch of student prompts, with each backend, in one run; it reports genera
 second (best of ``repeats`` after a warm-up) and the ratio, and writes
 ``results/bench/rollout.json``. HF runs one batched ``generate`` with left padding (the
 training loop's HF backend); vLLM gets the same prompts as separate seeded requests.
+
+The ``adapter`` block measures what training and evaluation actually sample from: the base
+model plus a LoRA adapter (rank and targets of the profile, random non-zero B) at batch
+``--adapter-batch``, served three ways: merged into the engine's weights (the default
+``adapter_mode``), as a ``LoRARequest`` (a second engine in "lora" mode), and by HF
+``generate`` on the peft model. It also times one switch of the merged engine to a new
+adapter (merge + in-place reload).
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,11 +50,93 @@ def _best(fn: Any, repeats: int) -> tuple[float, int]:
     return best
 
 
+def _random_adapter(path: Path, seed: int = 0) -> str:
+    """A LoRA of the profile's rank and targets with non-zero B, so it changes the outputs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    train = get_profile("toy").train
+    torch.manual_seed(seed)
+    net = AutoModelForCausalLM.from_pretrained(get_profile("toy").main_model, dtype=torch.float32)
+    cfg = LoraConfig(
+        r=train.lora_r,
+        lora_alpha=train.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(train.lora_targets),
+    )
+    peft = get_peft_model(net, cfg)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.02)
+    peft.save_pretrained(path)
+    return str(path)
+
+
+def _adapter_block(
+    engine: Any, hf: Any, hf_model: Any, tok: Any, sampling: Any, batch: int, repeats: int
+) -> dict[str, Any]:
+    """Tokens/s with a LoRA adapter: merged engine, LoRARequest engine, HF peft generate."""
+    from peft import PeftModel
+
+    from pwopsd.sampling import derive_seed, make_engine
+
+    prof = get_profile("toy")
+    texts, ids = _prompts(tok, batch)
+    seeds = [derive_seed("bench-adapter", i) for i in range(batch)]
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = _random_adapter(Path(tmp) / "a0", seed=0)
+        other = _random_adapter(Path(tmp) / "a1", seed=1)
+
+        def tokens(eng: Any, which: str) -> int:
+            outs = eng.generate(texts, sampling, seeds=seeds, adapter=which)
+            return sum(len(o[0].token_ids) for o in outs)
+
+        merged_s, merged_tok = _best(lambda: tokens(engine, adapter), repeats)
+        t0 = time.perf_counter()
+        engine.generate(texts[:1], dataclasses.replace(sampling, max_new_tokens=1),
+                        seeds=seeds[:1], adapter=other)  # fmt: skip
+        switch_s = time.perf_counter() - t0
+        lora_engine = make_engine(
+            "vllm", prof.main_model, profile=prof, enable_lora=True,
+            max_lora_rank=prof.train.lora_r, adapter_mode="lora",
+        )  # fmt: skip
+        try:
+            lora_s, lora_tok = _best(lambda: tokens(lora_engine, adapter), repeats)
+        finally:
+            lora_engine.close()
+        peft_model = PeftModel.from_pretrained(hf_model, adapter).eval()
+
+        def run_hf() -> int:
+            r = hf.sample(texts, ids, sampling, seeds, None, model=peft_model, tokenizer=tok)
+            return r.num_tokens
+
+        hf_s, hf_tok = _best(run_hf, repeats)
+    out = {
+        "batch": batch,
+        "lora_r": prof.train.lora_r,
+        "merged_tokens_per_s": merged_tok / merged_s,
+        "lora_request_tokens_per_s": lora_tok / lora_s,
+        "hf_peft_tokens_per_s": hf_tok / hf_s,
+        "merged_over_lora_request": (merged_tok / merged_s) / (lora_tok / lora_s),
+        "merged_over_hf_peft": (merged_tok / merged_s) / (hf_tok / hf_s),
+        "switch_seconds": switch_s,
+        "tokens": {"merged": merged_tok, "lora_request": lora_tok, "hf_peft": hf_tok},
+    }
+    print(
+        f"adapter, batch {batch}: merged {out['merged_tokens_per_s']:9.0f} tok/s   LoRARequest "
+        f"{out['lora_request_tokens_per_s']:9.0f} tok/s   HF peft {out['hf_peft_tokens_per_s']:9.0f}"
+        f" tok/s   switch {switch_s:.2f} s"
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pwopsd.bench rollout", description=__doc__)
     ap.add_argument("--batches", nargs="+", type=int, default=[8, 64])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--adapter-batch", type=int, default=64, help="0: skip the adapter block")
     ap.add_argument("--out", default=str(RESULTS_DIR / "bench" / "rollout.json"))
     args = ap.parse_args(argv)
 
@@ -92,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"batch {b:4d}: engine {e_tok / e_s:9.0f} tok/s   HF generate "
                 f"{h_tok / h_s:9.0f} tok/s   ratio {batches[str(b)]['ratio']:.1f}x"
             )
+        adapter = (
+            _adapter_block(engine, hf, hf_model, tok, sampling, args.adapter_batch, args.repeats)
+            if args.adapter_batch
+            else None
+        )
     finally:
         engine.close()
     write_results(
@@ -107,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             # Other work on the machine skews both backends: say how busy it was.
             "load_average_1min_at_end": os.getloadavg()[0],
             "batches": batches,
+            "adapter": adapter,
         },
         profile="toy",
         seed=0,
