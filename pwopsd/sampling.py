@@ -45,7 +45,9 @@ class SampleRequest:
     """One sample to draw: ``key`` comes back with its completion."""
 
     key: Hashable
-    prompt: str
+    prompt: str | dict[str, list[int]]
+    """A rendered prompt string, or (vLLM only) ``{"prompt_token_ids": [...]}``, a vLLM
+    ``TokensPrompt``, for a prompt that must be exactly those tokens."""
     seed: int
 
 

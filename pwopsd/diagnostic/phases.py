@@ -148,7 +148,7 @@ def stream_ids(
         reqs = [
             SampleRequest(key, {"prompt_token_ids": list(ids)}, seed) for key, ids, seed in requests
         ]
-        yield from engine.stream(reqs, sampling)  # type: ignore[arg-type]
+        yield from engine.stream(reqs, sampling)
         return
     for key, ids, seed in requests:
         yield key, engine.sample_ids(ids, sampling, seed)
