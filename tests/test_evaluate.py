@@ -306,22 +306,11 @@ def vllm_engine(frozen_model):
 
 def _save_random_lora(path: Path, seed: int) -> str:
     """A rank-8 LoRA on the toy model with non-zero B, so it changes the outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from pwopsd.bench.rollout import random_adapter
 
-    torch.manual_seed(seed)
-    net = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
-    cfg = LoraConfig(
-        r=8, lora_alpha=16, lora_dropout=0.0, target_modules=list(PROFILE.train.lora_targets)
+    return random_adapter(
+        path, MODEL, rank=8, alpha=16, targets=PROFILE.train.lora_targets, seed=seed, b_std=0.5
     )
-    peft = get_peft_model(net, cfg)
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.5)
-    peft.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -50,25 +50,29 @@ def _best(fn: Any, repeats: int) -> tuple[float, int]:
     return best
 
 
-def _random_adapter(path: Path, seed: int = 0) -> str:
-    """A LoRA of the profile's rank and targets with non-zero B, so it changes the outputs."""
+def random_adapter(
+    path: Path,
+    model: str,
+    *,
+    rank: int,
+    alpha: int,
+    targets: tuple[str, ...] | list[str],
+    seed: int = 0,
+    b_std: float = 0.02,
+) -> str:
+    """Save a LoRA on ``model`` whose B matrices are N(0, ``b_std``) instead of zero, so it
+    changes the outputs (benchmarks and tests of adapter serving); returns its directory."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    train = get_profile("toy").train
     torch.manual_seed(seed)
-    net = AutoModelForCausalLM.from_pretrained(get_profile("toy").main_model, dtype=torch.float32)
-    cfg = LoraConfig(
-        r=train.lora_r,
-        lora_alpha=train.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=list(train.lora_targets),
-    )
+    net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets))
     peft = get_peft_model(net, cfg)
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_B" in name:
-                p.normal_(0.0, 0.02)
+                p.normal_(0.0, b_std)
     peft.save_pretrained(path)
     return str(path)
 
@@ -85,8 +89,11 @@ def _adapter_block(
     texts, ids = _prompts(tok, batch)
     seeds = [derive_seed("bench-adapter", i) for i in range(batch)]
     with tempfile.TemporaryDirectory() as tmp:
-        adapter = _random_adapter(Path(tmp) / "a0", seed=0)
-        other = _random_adapter(Path(tmp) / "a1", seed=1)
+        shape = dict(
+            rank=prof.train.lora_r, alpha=prof.train.lora_alpha, targets=prof.train.lora_targets
+        )
+        adapter = random_adapter(Path(tmp) / "a0", prof.main_model, seed=0, **shape)
+        other = random_adapter(Path(tmp) / "a1", prof.main_model, seed=1, **shape)
 
         def tokens(eng: Any, which: str) -> int:
             outs = eng.generate(texts, sampling, seeds=seeds, adapter=which)
