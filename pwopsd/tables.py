@@ -41,9 +41,6 @@ PAPER_BENCHMARKS = {
 }
 """Benchmark name -> the paper's column."""
 METRICS = ("avg", "pass", "maj")
-HEADLINE_TAG = "methodsbase+opsd+pw_opsd-schedulesmoderate"
-"""Scale tag of the reduced main table (base, OPSD, PW-OPSD Moderate) run for extra training
-seeds; the main-table page shows it apart from the full table."""
 
 
 def section_files(
@@ -332,6 +329,38 @@ def verdict_list(
     keys = {r["key"] for r in table["rows"]}
     lines = [f"- {verdict(table, a, b, paper_label)}" for a, b in pairs if a in keys and b in keys]
     return "\n".join(lines) if lines else "_No comparable rows in these results._"
+
+
+def gain_target_sentence(
+    table: dict[str, Any],
+    a: str = "qwen3/opsd",
+    b: str = "qwen3/base",
+    bench: str = "toy_aime24",
+    times: float = 2.0,
+) -> str:
+    """The toy recipe's bar, judged from the results (Markdown): row ``a`` should beat row
+    ``b`` on ``bench`` Avg by more than ``times`` the sd of ``a`` across training seeds."""
+    ra, rb = row(table, a), row(table, b)
+    if ra is None or rb is None or bench not in ra["scores"] or bench not in rb["scores"]:
+        return "_The rows for the training target are not in these results._"
+    sa, sb = ra["scores"][bench]["avg"], rb["scores"][bench]["avg"]
+    label = next((x["label"] for x in table["benchmarks"] if x["name"] == bench), bench)
+    gain = 100 * (sa["mean"] - sb["mean"])
+    head = (
+        f"**Training target**: {ra['label']} should beat {rb['label']} on {label} Avg by more "
+        f"than {times:g} times the spread of {ra['label']} across training seeds. "
+        f"{ra['label']} − {rb['label']} = {gain:+.1f} points"
+    )
+    if len(sa.get("per_seed", [])) < 2:
+        return head + " (one training seed: no spread across training seeds yet to judge by)."
+    paired = [100 * (x - y) for x, y in zip(sa["per_seed"], sb["per_seed"])]
+    bar = times * 100 * sa["sd"]
+    met = "met" if gain > bar else "not met"
+    return (
+        f"{head} over {len(sa['per_seed'])} training seeds (per seed "
+        f"{', '.join(f'{g:+.1f}' for g in paired)}); the spread is {100 * sa['sd']:.1f}, so the "
+        f"bar is {bar:.1f} points: **{met}**."
+    )
 
 
 def effects_sentence(table: dict[str, Any]) -> str:

@@ -132,8 +132,27 @@ def test_scaled_runs_are_not_read_as_full_seeds(tmp_path) -> None:
     assert tables.load_section("toy", "main_table", tmp_path / "missing") is None
 
 
-def test_headline_tag_is_the_reduced_main_table_scale_tag() -> None:
+def test_a_reduced_grid_is_named_by_its_methods_and_schedules() -> None:
     from pwopsd.config import MainTableConfig
 
     cfg = MainTableConfig(methods=["base", "opsd", "pw_opsd"], schedules=["moderate"])
-    assert cfg.scale_tag() == tables.HEADLINE_TAG
+    assert cfg.scale_tag() == "methodsbase+opsd+pw_opsd-schedulesmoderate"
+    assert MainTableConfig().scale_tag() == ""  # the full configuration keeps the plain name
+
+
+def test_gain_target_sentence_judges_the_gain_against_twice_the_training_spread() -> None:
+    def table(opsd: list[float]) -> dict:
+        return tables.aggregate([
+            _result(k + 1, [_row("qwen3/base", "Base", {"toy_aime24": [0.30, 0.30]}),
+                            _row("qwen3/opsd", "OPSD", {"toy_aime24": [v, v]})])
+            for k, v in enumerate(opsd)
+        ])  # fmt: skip
+
+    clear = tables.gain_target_sentence(table([0.40, 0.41, 0.39]))  # +10 points, sd 1
+    assert "+10.0 points over 3 training seeds" in clear
+    assert "per seed +10.0, +11.0, +9.0" in clear and "bar is 2.0 points: **met**" in clear
+    noisy = tables.gain_target_sentence(table([0.25, 0.45, 0.35]))  # +5 points, sd 10
+    assert "bar is 20.0 points: **not met**" in noisy
+    one = tables.gain_target_sentence(table([0.40]))
+    assert "one training seed" in one and "met" not in one
+    assert "not in these results" in tables.gain_target_sentence(table([0.4]), a="qwen3/eopd")
