@@ -183,8 +183,9 @@ class EngineConfig:
     adapter_mode: str = "merge"
     """How the vLLM engine serves a LoRA adapter. "merge": base + adapter merged (peft's
     ``W + (alpha/r) B A``) and written into the running engine with vLLM's in-place
-    ``reload_weights``, the paper's weight sync; the engine decodes at base-model speed (2.7x
-    the "lora" speed on the toy CPU model). "lora": a ``LoRARequest`` per adapter."""
+    ``reload_weights``, the paper's weight sync; the engine decodes at base-model speed (the
+    adapter block of ``python -m pwopsd.bench rollout`` compares the two). "lora": a
+    ``LoRARequest`` per adapter."""
 
     def __post_init__(self) -> None:
         if self.max_model_len < 1 or self.max_num_seqs < 1:

@@ -15,6 +15,7 @@ name) or a base model plus a PEFT LoRA adapter directory (``adapter=``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import tempfile
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import ADAPTER_MODES, EngineConfig, Profile, SamplingConfig, get_profile
+from pwopsd.config import EngineConfig, Profile, SamplingConfig, get_profile
 from pwopsd.engine import adapter_rank, build_vllm, check_model_paths, write_merged
 
 
@@ -91,7 +92,7 @@ class VLLMEngine:
       (:func:`pwopsd.engine.write_merged`) and loaded into the running engine with vLLM's
       in-place ``reload_weights``; asking for the base model (``adapter=None``) reloads the
       base checkpoint. Decoding runs at base-model speed; switching costs one merge and one
-      reload (toy: ~0.2 s).
+      reload (``python -m pwopsd.bench rollout`` times both).
     * ``"lora"``: each new adapter directory (or rewrite) gets a new ``LoRARequest``; the base
       weights never change.
 
@@ -115,11 +116,9 @@ class VLLMEngine:
         check_model_paths(model, adapter)
         self.model = model
         self.adapter = adapter
-        self.adapter_mode = adapter_mode or settings.adapter_mode
-        if self.adapter_mode not in ADAPTER_MODES:
-            raise ValueError(
-                f"adapter_mode={self.adapter_mode!r} is not known; allowed: {list(ADAPTER_MODES)}"
-            )
+        if adapter_mode is not None:  # EngineConfig checks the name (ConfigError, a ValueError)
+            settings = dataclasses.replace(settings, adapter_mode=adapter_mode)
+        self.adapter_mode = settings.adapter_mode
         self.dtype = settings.dtype
         lora = (adapter is not None or enable_lora) and self.adapter_mode == "lora"
         rank = max_lora_rank or (adapter_rank(adapter) if adapter else 64)
@@ -433,7 +432,8 @@ def make_engine(
     """Build the engine of ``backend`` ("vllm" or "hf") for ``model``.
 
     ``settings`` defaults to the profile's :class:`~pwopsd.config.EngineConfig`;
-    ``adapter_mode`` (vLLM) overrides its ``adapter_mode``. The vLLM engine itself is built by :func:`pwopsd.engine.build_vllm`, the only place that starts one.
+    ``adapter_mode`` (vLLM) overrides its ``adapter_mode``. The vLLM engine itself is built
+    by :func:`pwopsd.engine.build_vllm`, the only place that starts one.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not known; allowed: {list(BACKENDS)}")

@@ -226,3 +226,13 @@ def test_engine_processes_die_with_a_killed_parent():
             os.kill(p, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
+
+
+def test_unknown_adapter_mode_is_refused_before_any_engine_starts():
+    from pwopsd.sampling import make_engine
+
+    with pytest.raises(ConfigError, match="adapter_mode='lorax'"):
+        dataclasses.replace(TOY.engine, adapter_mode="lorax")
+    # The per-engine override goes through the same check, before vLLM is imported or started.
+    with pytest.raises(ConfigError, match="allowed: \\['merge', 'lora'\\]"):
+        make_engine("vllm", TOY.main_model, profile=TOY, adapter_mode="lorax")
