@@ -259,7 +259,9 @@ def _toy_profile() -> Profile:
         train=TrainConfig(
             lora_r=16,
             lora_alpha=32,
-            learning_rate=2e-4,
+            # Tuned on toy_val only (python -m pwopsd.toy.recipe, results/toy/recipe_tuning.json).
+            learning_rate=1e-3,
+            tau_clip=0.5,
             max_grad_norm=1.0,
             max_steps=30,
             save_every=10,

@@ -26,6 +26,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "clip0.5_lr3e-4": {"tau_clip": 0.5, "learning_rate": 3e-4},
     "noclip_lr3e-4_60steps": {"tau_clip": None, "learning_rate": 3e-4, "max_steps": 60},
     "noclip_lr1e-3": {"tau_clip": None, "learning_rate": 1e-3},
+    "clip0.5_lr1e-3": {"tau_clip": 0.5, "learning_rate": 1e-3},
     "clip0.5_lr1e-3_60steps": {"tau_clip": 0.5, "learning_rate": 1e-3, "max_steps": 60},
 }
 """Candidate recipes: name -> TrainConfig overrides (on top of the toy profile)."""
