@@ -57,7 +57,7 @@ sync-notebooks: $(STAMP)  ## after editing notebooks/*.py, refresh the paired .i
 toy-data: $(STAMP)  ## regenerate data/toy/*.jsonl
 	$(PY) -m pwopsd.toy.build_data
 
-toy-models: $(STAMP)  ## retrain the three shipped toy checkpoints (2400 steps, seed 0; see each pretrain_log.json)
+toy-models: $(STAMP)  ## retrain the three shipped toy checkpoints (2400 steps, seed 0, FAMILY_SETTINGS; see each pretrain_log.json)
 	$(PY) -m pwopsd.toy.pretrain --family all
 
 calibrate: $(STAMP)  ## results/toy/calibration.json: scores per template, then each family's teacher_signal

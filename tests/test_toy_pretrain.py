@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from pwopsd.toy import check_checkpoint, task
 from pwopsd.toy import tokenizer as toy_tokenizer
+from pwopsd.config import get_profile
 from pwopsd.toy.pretrain import (
+    FAMILY_SETTINGS,
     Mixture,
     PretrainConfig,
     build_tokenizer,
     completion_text,
+    family_config,
+    main,
     make_example,
     pretrain,
     redo_completion,
@@ -157,3 +162,38 @@ def test_privileged_examples_never_learn_a_wrong_step(tok) -> None:
                 if line and line != "<think>" and not masked and "*" in line:
                     assert line in {"3*4=12", "7*2=14", "5*3=15"}, line
                 pos += len(line) + 1
+
+
+def test_family_config_applies_family_settings_then_overrides() -> None:
+    llama = family_config("llama")
+    assert llama.lr == FAMILY_SETTINGS["llama"]["lr"] != PretrainConfig.lr
+    assert llama.mix.reference_route_share == FAMILY_SETTINGS["llama"]["reference_route_share"]
+    assert llama.mix.student_slip_share == Mixture().student_slip_share
+    assert family_config("qwen3").lr == PretrainConfig.lr
+    # A given override wins over the family's setting; None means "keep the family's".
+    tuned = family_config("llama", lr=5e-4, reference_route_share=None, steps=7)
+    assert (tuned.lr, tuned.steps, tuned.mix.reference_route_share) == (5e-4, 7, 0.4)
+    with pytest.raises(ValueError, match="family='gpt2'"):
+        family_config("gpt2")
+    with pytest.raises(ValueError, match="retrace_share"):
+        family_config("qwen3", retrace_share=0.5)
+
+
+def test_shipped_checkpoints_were_trained_with_their_family_config() -> None:
+    """`make toy-models` regenerates what is shipped: each pretrain_log.json records the config
+    family_config gives today (step-exact, seeded)."""
+    from dataclasses import asdict
+
+    for family, path in get_profile("toy").models.items():
+        log = json.loads((Path(path) / "pretrain_log.json").read_text())
+        assert log["config"] == asdict(family_config(family)), family
+        assert log["steps_done"] == log["config"]["steps"], family
+
+
+def test_cli_refuses_a_bad_setting_before_training(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--family", "qwen3", "--lr", "0", "--out", str(tmp_path)])
+    assert "--lr" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="student_slip_share"):
+        main(["--family", "all", "--student-slip-share", "2", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # nothing trained or written

@@ -6,7 +6,8 @@
 template, generation_config, pretrain_log.json).
 
 Each training sequence is one prompt rendered through ``pwopsd.prompts`` with the family's
-own chat template, followed by a completion; :class:`Mixture` says which (toy world v3):
+own chat template, followed by a completion; :class:`Mixture` says which (toy world v4;
+:data:`FAMILY_SETTINGS` holds where a family departs from the defaults):
 
 * evaluation template (thinking on) and student template (thinking off, think-closure): a
   fresh random valid route of the problem, or, for ``student_slip_share`` of them, a slipped
@@ -63,7 +64,7 @@ PRIVILEGED_DIFFICULTY = task.Difficulty(min_terms=1, max_terms=5, max_factor=9)
 
 @dataclass(frozen=True)
 class Mixture:
-    """What the pretraining stream's completions look like, template by template (toy world v3).
+    """What the pretraining stream's completions look like, template by template (toy world v4).
 
     The toy world's premise, like web-scale pretraining data: solutions written for a bare
     problem are sometimes wrong, while solutions written *beside a verified reference or answer*
@@ -79,15 +80,20 @@ class Mixture:
     a wrong total), learned in full. This is where the student's commonest mistake comes from, and
     why the privileged teacher, which never learns it, disagrees exactly at the slip. Without it
     (toy world v2) the teacher's steps were no better than the student's: it made the same pairing
-    mistakes and only copied the reference answer into the box."""
+    mistakes and only copied the reference answer into the box. 0.4 (v3: 0.3) widens the gap the
+    privileged templates are meant to close."""
     teacher_hard_share: float = 0.15
     """Share of teacher examples drawn from PRIVILEGED_DIFFICULTY (factors up to 9), problems the
     student templates never see: only copying from the reference lowers the loss on those, so the
-    teacher learns to read its reference instead of recomputing."""
+    teacher learns to read its reference instead of recomputing. At 0.5 (v3) the hard problems
+    took capacity from the training difficulty: dropping to 0.1 alone lifted qwen3's student on
+    toy_aime24 from 40% to 69% Avg@12 and its solution teacher from 56% to 90%."""
     reference_route_share: float = 0.5
     """Share of (non-derailed) teacher examples whose completion retraces the reference route; the
     rest take a fresh random route, so the teacher also follows a student's benign change of
-    step order."""
+    step order. The higher it is, the more of the teacher's forward KL on a student rollout sits
+    on the first completion token (the teacher prefers its reference's first term): 0.5 (v3:
+    0.7); llama 0.4."""
     teacher_derail_share: float = 0.0
     """Share of teacher examples whose completion derails like a wrong student rollout and still
     boxes the reference answer (:func:`derailed_teacher_completion`; the wrong product lines are
