@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from pwopsd.config import get_profile
 from pwopsd.toy import check_checkpoint, task
 from pwopsd.toy import tokenizer as toy_tokenizer
-from pwopsd.config import get_profile
 from pwopsd.toy.pretrain import (
     FAMILY_SETTINGS,
     Mixture,
