@@ -267,7 +267,8 @@ def plot_calibration(cal: dict[str, Any]) -> plt.Figure:
     ax.set_xticklabels(fams)
     ax.set_ylabel("Avg@n (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
+    # Above the axes: the bars reach 100 when a teacher is strong, and an inside legend hides them.
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
 
