@@ -19,8 +19,9 @@ plain ``load_weights`` into a LoRA-enabled CPU engine failed in an earlier try, 
 this loop first served a ``LoRARequest`` per update). The base is never unmerged: serving the
 base again reloads its checkpoint, so no round-off accumulates. Merged weights decode 4.1x
 faster than a LoRA request on the toy CPU model (8,466 vs 2,055 tokens/s at batch 64:
-``python -m pwopsd.bench rollout``, ``results/bench/rollout.json``) and draw the same samples; "lora" (a new ``LoRARequest`` per update) remains for engines that
-must keep their base weights. The ``sync`` tests check, in both modes, that the engine's
+``python -m pwopsd.bench rollout``, ``results/bench/rollout.json``) and draw the same
+samples; "lora" (a new ``LoRARequest`` per update) remains for engines that must keep their
+base weights. The ``sync`` tests check, in both modes, that the engine's
 log-probabilities after an update match the HF student's. The HF backend samples from the
 live peft model, so it is in sync by construction.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -182,8 +183,6 @@ def test_family_config_applies_family_settings_then_overrides() -> None:
 def test_shipped_checkpoints_were_trained_with_their_family_config() -> None:
     """`make toy-models` regenerates what is shipped: each pretrain_log.json records the config
     family_config gives today (step-exact, seeded)."""
-    from dataclasses import asdict
-
     for family, path in get_profile("toy").models.items():
         log = json.loads((Path(path) / "pretrain_log.json").read_text())
         assert log["config"] == asdict(family_config(family)), family

@@ -501,22 +501,19 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--minutes, --steps and --lr must be > 0")
     families = models.FAMILIES if args.family == "all" else (args.family,)
     overrides = {name: getattr(args, name) for name in Mixture.__dataclass_fields__}
-    for family in families:  # check every family's settings before any training starts
-        family_config(family, lr=args.lr, **overrides)
-    tok = build_tokenizer()
-    for family in families:
-        cfg = family_config(
-            family,
-            steps=args.steps,
-            minutes=args.minutes,
-            seed=args.seed,
-            lr=args.lr,
-            **overrides,
+    # Every family's config is built (and checked) before any training starts.
+    configs = [
+        family_config(
+            family, steps=args.steps, minutes=args.minutes, seed=args.seed, lr=args.lr, **overrides
         )
-        out = args.out / f"toy-{family}"
+        for family in families
+    ]
+    tok = build_tokenizer()
+    for cfg in configs:
+        out = args.out / f"toy-{cfg.family}"
         log = pretrain(cfg, out, tok)
         print(
-            f"{family}: {log['n_params']:,} params, {log['steps_done']} steps in "
+            f"{cfg.family}: {log['n_params']:,} params, {log['steps_done']} steps in "
             f"{log['wall_seconds']:.0f} s, loss {log['first_loss']:.4f} -> final {log['final_loss']:.4f}; wrote {out}"
         )
 
