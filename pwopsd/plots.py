@@ -12,8 +12,11 @@ from typing import Any
 
 import matplotlib.pyplot as plt  # headless: matplotlib falls back to Agg; kernels use inline
 import pandas as pd
+import torch
 
 from pwopsd.config import REPO_ROOT, RESULTS_DIR
+from pwopsd.losses import position_weights
+from pwopsd.vocab import SCHEDULES
 
 PUBLISHED_DIR = REPO_ROOT / "data" / "published"
 
@@ -201,42 +204,7 @@ def training_frame(table: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["method", "seed"]) if rows else pd.DataFrame()
 
 
-def rollout_bench_frame(bench: dict[str, Any]) -> pd.DataFrame:
-    """results/bench/rollout.json as a table: batch, engine and HF tokens/s, speed-up."""
-    rows = [
-        {
-            "batch": int(b),
-            "vLLM engine (tokens/s)": round(v["engine_tokens_per_s"]),
-            "HF generate (tokens/s)": round(v["hf_tokens_per_s"]),
-            "speed-up": f"{v['ratio']:.1f}x",
-        }
-        for b, v in bench["batches"].items()
-    ]
-    return pd.DataFrame(rows).set_index("batch")
-
-
 # ------------------------------------------------------------------ toy world
-
-
-def calibration_frame(cal: dict[str, Any]) -> pd.DataFrame:
-    """Family x template table of Avg/Pass/Maj@n (%) from results/toy/calibration.json."""
-    rows = []
-    for family, entry in cal.items():
-        for template in ("student", "eval", "teacher_solution", "teacher_answer"):
-            if template not in entry:
-                continue
-            m = entry[template]
-            rows.append(
-                {
-                    "family": family,
-                    "template": template,
-                    "set": entry["set"],
-                    f"Avg@{entry['n']}": round(100 * m["avg"], 1),
-                    f"Pass@{entry['n']}": round(100 * m["pass"], 1),
-                    f"Maj@{entry['n']}": round(100 * m["maj"], 1),
-                }
-            )
-    return pd.DataFrame(rows).set_index(["family", "template"])
 
 
 def calibration_checks_frame(cal: dict[str, Any]) -> pd.DataFrame:
@@ -281,10 +249,6 @@ def plot_schedules(
     custom: tuple[float | None, float | None, float | None] = (None, None, None),
 ) -> plt.Figure:
     """w(u) = w_min + (1 - w_min) sigmoid((u - c) / s) for each schedule (PROTOCOL section 2)."""
-    import torch
-
-    from pwopsd.losses import SCHEDULES, position_weights
-
     names = list(SCHEDULES) if names is None else names
     curves = {n: SCHEDULES[n] for n in names}
     if all(v is not None for v in custom):
@@ -301,25 +265,3 @@ def plot_schedules(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-# ------------------------------------------------------------------ benchmarks
-
-
-def loss_bench_frame(bench: dict[str, Any]) -> pd.DataFrame:
-    """Time, memory above inputs and gradient error per loss implementation."""
-    rows = []
-    for impl, r in bench["impls"].items():
-        if r is None:
-            continue
-        rows.append(
-            {
-                "implementation": impl,
-                "seconds": r.get("seconds"),
-                "memory above inputs (GiB)": (r["peak_rss_bytes"] - r["baseline_rss_bytes"]) / 2**30
-                if r.get("peak_rss_bytes") is not None
-                else None,
-                "max rel grad err": r.get("max_rel_grad_err"),
-            }
-        )
-    return pd.DataFrame(rows).set_index("implementation")

@@ -22,27 +22,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from pwopsd import evaluate, grid, jsonl, plots, tables
 from pwopsd.config import (
+    REPO_ROOT,
     RESULTS_DIR,
-    SCHEDULE_NOTES,
     CrossModelConfig,
     DiagnosticConfig,
     MainTableConfig,
-    NotebookConfig,
     ReductionFactorialConfig,
     ScheduleSweepConfig,
     TableSectionConfig,
 )
+from pwopsd.diagnostic.phases import run as run_diagnostic_phases
+from pwopsd.engine import make_engine
 from pwopsd.provenance import write_results
-
-METHOD_LABELS = {
-    "base": "Base",
-    "opsd": "OPSD",
-    "eopd": "EOPD",
-    "reopold": "REOPOLD",
-    "pw_opsd": "PW-OPSD",
-}
-"""How the book names each method (the paper's spelling)."""
+from pwopsd.train import RunResult, RunSpec, train
+from pwopsd.vocab import METHOD_LABELS, METRICS, SCHEDULE_NOTES
 
 FACTORIAL_RUNS = {
     "uniform_global": ("opsd", None),
@@ -61,8 +58,8 @@ METRIC_KEYS = ("step", "loss", "fkl_token_mean", "completion_len_mean", "clip_fr
 
 @dataclass(frozen=True)
 class Row:
-    """One row of a section's table: a model family and a training run (``cell``), or the
-    family's untrained base model (``cell`` None)."""
+    """One row of a section's table: a model family and a training run (``run``), or the
+    family's untrained base model (``run`` None)."""
 
     key: str
     """Unique within the section: "<family>/<run name>" ("qwen3/pw_opsd_moderate")."""
@@ -71,21 +68,18 @@ class Row:
     family: str
     method: str
     """"base", a main-table method or a factorial cell."""
-    cell: Any = None
-    """The :class:`pwopsd.grid.Cell` this row's adapter comes from; None for the base model."""
+    run: RunSpec | None = None
+    """The training run this row's adapter comes from; None for the base model."""
     factors: dict[str, str] = field(default_factory=dict)
     """Section-specific coordinates (schedule; weighting and reduction)."""
 
 
-def results_path(cfg: NotebookConfig) -> Path:
-    """Where a section's results file goes.
-
-    Table sections: ``<section>.seed<k>.json`` for the full configuration, and
-    ``<section>.seed<k>.<tag>.json`` for any smaller or other one. The diagnostic:
-    ``diagnostic.seed<k>.json`` / ``diagnostic.seed<k>.<tag>.json``. The book reads only full files.
-    """
+def results_path(cfg: TableSectionConfig) -> Path:
+    """Where a table section's results file goes: ``<section>.seed<k>.json`` for the full
+    configuration, ``<section>.seed<k>.<tag>.json`` for any smaller or other one (the book
+    reads only full files; the diagnostic names its files in :mod:`pwopsd.diagnostic`)."""
     tag = cfg.scale_tag()
-    stem = f"{cfg.notebook}.seed{cfg.seed}" if isinstance(cfg, TableSectionConfig) else cfg.notebook
+    stem = f"{cfg.notebook}.seed{cfg.seed}"
     return cfg.results_dir / (f"{stem}.{tag}.json" if tag else f"{stem}.json")
 
 
@@ -96,9 +90,7 @@ def run_diagnostic(cfg: DiagnosticConfig) -> dict[str, Any]:
     under ``results/<profile>/diagnostic/`` (``<name>.seed<k>.<tag>.json`` for a smaller or
     otherwise configured run; per-phase files under its ``scratch/``).
     """
-    from pwopsd.diagnostic.phases import run
-
-    return run(cfg)
+    return run_diagnostic_phases(cfg)
 
 
 def eval_seeds_for(cfg: TableSectionConfig) -> list[int]:
@@ -117,22 +109,19 @@ def schedule_label(schedule: Any) -> str:
 
 
 def section_rows(cfg: TableSectionConfig) -> list[Row]:
-    """The rows a section's table needs, in display order (validated cells)."""
-    from pwopsd.grid import Cell
-
+    """The rows a section's table needs, in display order (each run validated)."""
     overrides = _overrides(cfg)
     root = str(cfg.results_dir / "runs") if cfg.out_dir else ""
 
     def row(family: str, method: str, schedule: Any = None, label: str = "", **factors) -> Row:
         if method == "base":
             return Row(f"{family}/base", "Base", family, "base", None, factors)
-        cell = Cell(family, method, schedule, cfg.seed, cfg.profile, overrides, root)
-        name = cell.spec.name
+        run = RunSpec(method, cfg.seed, family, schedule, cfg.profile, overrides, root)
         if not label:
             label = METHOD_LABELS.get(method, method)
             if schedule is not None:
                 label += " " + schedule_label(schedule)
-        return Row(f"{family}/{name}", label, family, method, cell, factors)
+        return Row(f"{family}/{run.name}", label, family, method, run, factors)
 
     main = "qwen3"
     rows: list[Row] = []
@@ -156,13 +145,13 @@ def section_rows(cfg: TableSectionConfig) -> list[Row]:
     elif isinstance(cfg, ReductionFactorialConfig):
         for weighting in cfg.weightings:
             for reduction in cfg.reductions:
-                cell_name = f"{weighting}_{reduction}"
-                method, sched = FACTORIAL_RUNS[cell_name]
+                factorial_cell = f"{weighting}_{reduction}"
+                method, sched = FACTORIAL_RUNS[factorial_cell]
                 schedule = cfg.schedule if sched else None
                 label = f"{weighting} weight, {reduction.replace('_', '-')} mean"
-                if cell_name == "uniform_global":
+                if factorial_cell == "uniform_global":
                     label += " (= OPSD)"
-                elif cell_name == "position_per_sequence":
+                elif factorial_cell == "position_per_sequence":
                     label += f" (= PW-OPSD {cfg.schedule.capitalize()})"
                 rows.append(
                     row(main, method, schedule, label, weighting=weighting, reduction=reduction)
@@ -179,15 +168,8 @@ def _schedule_key(schedule: Any) -> str:
 
 
 def _overrides(cfg: TableSectionConfig) -> tuple[tuple[str, Any], ...]:
-    if cfg.train_steps is None:
-        return ()
-    train = cfg.get_profile().train
-    steps = cfg.train_steps
-    return (
-        ("max_steps", steps),
-        ("eval_step", min(train.eval_step, steps)),
-        ("save_every", min(train.save_every, steps)),
-    )
+    """A quick look's step cap (``RunSpec.train_config`` lowers eval_step and save_every)."""
+    return () if cfg.train_steps is None else (("max_steps", cfg.train_steps),)
 
 
 def _eval_dir(cfg: TableSectionConfig, row: Row) -> Path:
@@ -199,8 +181,8 @@ def _eval_dir(cfg: TableSectionConfig, row: Row) -> Path:
     if cfg.eval_seeds != type(cfg)().eval_seeds:
         scale.append(f"eval_seeds{cfg.eval_seeds}")
     name = "eval" + "".join(f"-{s}" for s in scale)
-    if row.cell is not None:
-        return row.cell.spec.run_dir() / name
+    if row.run is not None:
+        return row.run.run_dir() / name
     root = cfg.results_dir / "runs" if cfg.out_dir else RESULTS_DIR / cfg.profile / "runs"
     return root / row.family / "base" / f"seed{cfg.seed}" / name
 
@@ -215,9 +197,6 @@ def run_table_section(cfg: TableSectionConfig, *, progress: bool = True) -> dict
     One vLLM engine per model family serves its training rollouts (each update's adapter
     merged into its weights) and the evaluation of its base model and adapters.
     """
-    from pwopsd import evaluate, grid
-    from pwopsd.sampling import make_engine
-
     prof = cfg.get_profile()
     start = time.time()
     rows = section_rows(cfg)
@@ -226,20 +205,20 @@ def run_table_section(cfg: TableSectionConfig, *, progress: bool = True) -> dict
     runs: dict[str, Any] = {}
     for family in dict.fromkeys(r.family for r in rows):
         family_rows = [r for r in rows if r.family == family]
-        cells = list(dict.fromkeys(r.cell for r in family_rows if r.cell is not None))
+        specs = list(dict.fromkeys(r.run for r in family_rows if r.run is not None))
         engine = make_engine(
             "vllm",
             prof.models[family],
             profile=prof,
-            enable_lora=bool(cells),
+            enable_lora=bool(specs),
             max_lora_rank=prof.train.lora_r,
         )
         try:
-            report = grid.run_grid(cells, engines={f"{cfg.profile}/{family}": engine},
+            report = grid.run_grid(specs, engines={f"{cfg.profile}/{family}": engine},
                                    progress=progress)  # fmt: skip
             for row in family_rows:
                 adapter = None
-                if row.cell is not None:
+                if row.run is not None:
                     result = _run_result(row, report)
                     adapter = str(result.eval_adapter)
                     runs[row.key] = {
@@ -268,7 +247,7 @@ def run_table_section(cfg: TableSectionConfig, *, progress: bool = True) -> dict
         "section": cfg.notebook,
         "status": "ok",
         "seed": cfg.seed,
-        "models": {f: prof.models[f] for f in dict.fromkeys(r.family for r in rows)},
+        "models": {f: _shown_model(prof.models[f]) for f in dict.fromkeys(r.family for r in rows)},
         "benchmarks": [{"name": b.name, "label": b.label} for b in prof.benchmarks],
         "eval_seeds": seeds,
         "sampling": prof.eval_sampling.__dict__,
@@ -284,28 +263,25 @@ def run_table_section(cfg: TableSectionConfig, *, progress: bool = True) -> dict
     return result
 
 
-def run_main_table(cfg: MainTableConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Paper Table 1 (see :func:`run_table_section`)."""
-    return run_table_section(cfg, progress=progress)
-
-
-def _run_result(row: Row, report: Any) -> Any:
+def _run_result(row: Row, report: grid.GridReport) -> RunResult:
     """The finished run of a row: from this grid call, or reused from an earlier one."""
-    from pwopsd.train import train
-
     for result in report.results.values():
-        if result.spec == row.cell.spec:
+        if result.spec == row.run:
             return result
-    return train(row.cell.spec, progress=False)  # finished: returns at once, trains nothing
+    return train(row.run, progress=False)  # finished: returns at once, trains nothing
 
 
 def _shown_path(path: Path) -> str:
     """A path as a results file records it: relative to the repository when inside it (so
     committed files do not carry this machine's layout), absolute otherwise."""
-    from pwopsd.config import REPO_ROOT
-
     path = path.resolve()
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _shown_model(model: str) -> str:
+    """A model as a results file records it: a local checkpoint relative to the repository
+    (:func:`_shown_path`), a hub id as it is."""
+    return _shown_path(Path(model)) if Path(model).exists() else model
 
 
 def _row_record(row: Row, summary: dict[str, Any]) -> dict[str, Any]:
@@ -318,14 +294,14 @@ def _row_record(row: Row, summary: dict[str, Any]) -> dict[str, Any]:
                 **{k: b["mean_sd"][metric].get(k) for k in ("mean", "sd")},
                 "values": [per_seed[s][metric] for s in sorted(per_seed, key=int)],
             }
-            for metric in ("avg", "pass", "maj")
+            for metric in METRICS
         }
     return {
         "key": row.key,
         "label": row.label,
         "family": row.family,
         "method": row.method,
-        "run": None if row.cell is None else row.cell.spec.name,
+        "run": None if row.run is None else row.run.name,
         "factors": row.factors,
         "adapter": _shown_path(Path(summary["adapter"])) if summary.get("adapter") else None,
         "eval_seconds": summary.get("provenance", {}).get("wall_seconds"),
@@ -335,31 +311,17 @@ def _row_record(row: Row, summary: dict[str, Any]) -> dict[str, Any]:
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
     """A run's per-step metrics, cut to the keys the book plots."""
-    import json
-
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [{k: r.get(k) for k in METRIC_KEYS if k in r} for r in rows]
+    return [{k: r.get(k) for k in METRIC_KEYS if k in r} for r in jsonl.read(path)]
 
 
 # ------------------------------------------------------------------ notebook displays
 
 
-def show_table(result: dict[str, Any], metric: str = "avg"):
+def show_table(result: dict[str, Any], metric: str = "avg") -> pd.DataFrame:
     """This run's table (rows x benchmarks, mean ± sd over its evaluation seeds, in %)."""
-    from pwopsd import tables
-
     return tables.frame(tables.aggregate([result]), metric)
 
 
-def show_main_table(result: dict[str, Any]):
-    """Display the main table (Avg@12, mean ± sd over evaluation seeds) as a DataFrame."""
-    return show_table(result)
-
-
-def show_schedules(cfg: ScheduleSweepConfig):
+def show_schedules(cfg: ScheduleSweepConfig) -> Any:
     """Plot the position-weight curves of the requested schedules."""
-    from pwopsd import plots
-
     return plots.plot_schedules(cfg.schedules, custom=(cfg.w_min, cfg.c, cfg.s))

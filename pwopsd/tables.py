@@ -25,22 +25,9 @@ import pandas as pd
 
 from pwopsd.config import REPO_ROOT, RESULTS_DIR
 from pwopsd.metrics import mean_sd
+from pwopsd.vocab import METRICS, PAPER_COLUMN, PAPER_MODEL_LABELS
 
 PUBLISHED_PATH = REPO_ROOT / "data" / "published" / "main_table.json"
-PAPER_MODELS = {"qwen3": "Qwen3-4B", "llama": "DSR1-Llama-8B", "olmo3": "Olmo-3-7B-Think"}
-"""Toy family -> the paper model it stands in for."""
-PAPER_BENCHMARKS = {
-    "toy_math500": "MATH-500",
-    "toy_aime24": "AIME 2024",
-    "toy_aime25": "AIME 2025",
-    "toy_hmmt25": "HMMT 2025",
-    "math500": "MATH-500",
-    "aime24": "AIME 2024",
-    "aime25": "AIME 2025",
-    "hmmt25": "HMMT 2025",
-}
-"""Benchmark name -> the paper's column."""
-METRICS = ("avg", "pass", "maj")
 
 
 def section_files(
@@ -180,7 +167,7 @@ def published() -> dict[str, Any]:
 def published_row(family: str, label: str) -> dict[str, Any] | None:
     """The paper's row for a toy family and one of our row labels ("OPSD", "PW-OPSD
     Moderate", ...), or None when the paper publishes none."""
-    model = PAPER_MODELS.get(family)
+    model = PAPER_MODEL_LABELS.get(family)
     for r in published()["rows"]:
         if r["model"] == model and r["method"] == label:
             return r
@@ -194,7 +181,7 @@ def comparison_frame(
     model), benchmarks as columns, "not published" where the paper has no number.
 
     ``paper_label`` maps a row key to the paper's method name when our label differs (the
-    factorial's cells); rows map to the paper's model through :data:`PAPER_MODELS`.
+    factorial's cells); rows map to the paper's model through :data:`pwopsd.vocab.PAPER_MODEL_LABELS`.
     """
     paper_label = paper_label or {}
     out = []
@@ -202,9 +189,9 @@ def comparison_frame(
         pub = published_row(r["family"], paper_label.get(r["key"], r["label"]))
         ours: dict[str, Any] = {"method": r["label"], "source": f"ours ({r['family']})"}
         paper: dict[str, Any] = {"method": r["label"],
-                                 "source": f"paper ({PAPER_MODELS.get(r['family'], '?')})"}  # fmt: skip
+                                 "source": f"paper ({PAPER_MODEL_LABELS.get(r['family'], '?')})"}  # fmt: skip
         for b in table["benchmarks"]:
-            col = PAPER_BENCHMARKS.get(b["name"], b["name"])
+            col = PAPER_COLUMN.get(b["name"], b["name"])
             s = r["scores"][b["name"]]["avg"]
             ours[col] = fmt(s["mean"], s["sd"])
             ps = (pub or {}).get("scores") and pub["scores"].get(col)

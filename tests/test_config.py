@@ -3,38 +3,67 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
 from pwopsd import config
-from pwopsd.config import ConfigError
+from pwopsd.config import REPO_ROOT, ConfigError
+from pwopsd.vocab import FAMILIES, TOY_BENCHMARKS
 
 
+PROTOCOL = REPO_ROOT.parent / "shared" / "reference" / "PROTOCOL.md"
+
+
+def _protocol_numbers(pattern: str) -> tuple[float | str, ...]:
+    """The groups of ``pattern`` in PROTOCOL.md (whitespace-insensitive), as numbers."""
+    text = " ".join(PROTOCOL.read_text().split())
+    m = re.search(pattern, text)
+    assert m, f"PROTOCOL.md no longer says {pattern!r}"
+    return tuple(float(g.replace(",", "")) if re.fullmatch(r"[\d.,e-]+", g) else g
+                 for g in m.groups())  # fmt: skip
+
+
+@pytest.mark.skipif(not PROTOCOL.exists(), reason="../shared/reference/PROTOCOL.md not beside")
 def test_paper_profile_honours_protocol():
+    """The paper profile against the numbers PROTOCOL.md states (read from its text, so a
+    changed number in either place fails)."""
     p = config.get_profile("paper")
-    t = p.train
-    assert p.main_model == "Qwen/Qwen3-4B"
-    assert (t.lora_r, t.lora_alpha, t.learning_rate, t.max_grad_norm) == (64, 128, 5e-6, 0.1)
-    assert (t.max_steps, t.save_every, t.eval_step, t.prompts_per_step) == (150, 25, 100, 32)
-    assert (t.distill_temperature, t.tau_clip) == (1.1, 0.05)
-    r = t.rollout
-    assert (r.temperature, r.top_p, r.top_k, r.max_new_tokens) == (1.1, 0.95, 20, 1024)
-    e = p.eval_sampling
-    assert (e.n, e.temperature, e.top_p, e.top_k, e.max_new_tokens) == (12, 1.0, 0.95, -1, 38912)
-    assert [b.source for b in p.benchmarks][:3] == [
-        "HuggingFaceH4/MATH-500",
-        "HuggingFaceH4/aime_2024",
-        "yentinglin/aime_2025",
-    ]
-    assert p.benchmarks[3].sha256.startswith("87bfb23d")
+    t, r, e = p.train, p.train.rollout, p.eval_sampling
+    lr, clip, steps, every = _protocol_numbers(
+        r"lr (\S+), max_grad_norm (\S+), (\d+) optimizer steps, checkpoint every (\d+)"
+    )
+    assert (t.learning_rate, t.max_grad_norm, t.max_steps, t.save_every) == (lr, clip, steps, every)
+    assert t.eval_step == _protocol_numbers(r"the step-(\d+) checkpoint is evaluated")[0]
+    assert t.prompts_per_step == _protocol_numbers(r"Effective batch (\d+) prompts")[0]
+    assert (t.lora_r, t.lora_alpha) == _protocol_numbers(r"LoRA r=(\d+), alpha=(\d+)")
+    assert (r.temperature, r.top_p, r.top_k, r.max_new_tokens) == _protocol_numbers(
+        r"Rollout sampling: temperature (\S+), top_p (\S+), top_k (\d+), "
+        r"max_completion_length (\d+)\."
+    )
+    assert (t.distill_temperature, t.tau_clip) == _protocol_numbers(
+        r"Distillation temperature (\S+), tau_clip ([\d.]*\d)"
+    )
+    assert t.base_seed == _protocol_numbers(r"Random seed (\d+) for training")[0]
+    n, temp, top_p, budget = _protocol_numbers(
+        r"n = (\d+) samples per problem, temperature (\S+), top_p (\S+), top_k disabled, "
+        r"max_new_tokens ([\d,]+)"
+    )
+    assert (e.n, e.temperature, e.top_p, e.top_k, e.max_new_tokens) == (n, temp, top_p, -1, budget)
+    models = _protocol_numbers(r"Base models: (\S+) \(main\), (\S+), (\S+) \(cross-model\)")
+    assert [p.models[f] for f in FAMILIES] == [m.rstrip(",") for m in models]
+    for bench in p.benchmarks[:3]:
+        assert bench.source in PROTOCOL.read_text()
+    sha = _protocol_numbers(r"SHA-256 ([0-9a-f]{64})")[0]
+    assert p.benchmarks[3].sha256 == sha
 
 
 def test_toy_profile_points_into_repo():
     p = config.get_profile("toy")
-    assert set(p.models) == {"qwen3", "llama", "olmo3"}
+    assert list(p.models) == list(FAMILIES)
     for path in p.models.values():
         assert path.startswith(str(config.CHECKPOINTS_DIR))
-    assert [b.name for b in p.benchmarks] == list(config.TOY_BENCHMARK_NAMES)
+    assert [b.name for b in p.benchmarks] == list(TOY_BENCHMARKS)
     assert p.eval_sampling.n == 12 and p.eval_sampling.temperature == 1.0
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pwopsd import losses as L
+from pwopsd import vocab
 from pwopsd.config import REPO_ROOT
 from pwopsd.kernels.chunked import chunked_clipped_fkl, weighted_chunked_clipped_fkl
 from pwopsd.kernels.fused_linear import fused_linear_clipped_fkl
@@ -58,7 +59,7 @@ def test_weighted_chunked_matches_reduce_tokens(dtype):
     s, t = logits(3, 9, 41, dtype, seed=1)
     mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [0] * 9], dtype=torch.bool)
     s[~mask] = math.nan  # garbage at padding must not leak into the loss or the gradient
-    w = L.position_weights(mask, *L.SCHEDULES["sharp"])
+    w = L.position_weights(mask, *vocab.SCHEDULES["sharp"])
     fp = torch.float64 if dtype == torch.float64 else torch.float32
     for per_seq in (False, True):
         x = s.clone().requires_grad_(True)
@@ -322,7 +323,7 @@ def _weighted(impl: str, chunk_size: int = 4):
     """A runner through :func:`pwopsd.losses.weighted_clipped_fkl` (what method_loss runs)."""
 
     def run(s, t, mask, method):
-        weighting, reduction = L.CLIPPED_FKL_METHODS[method]
+        weighting, reduction = vocab.CLIPPED_FKL_METHODS[method]
         coeff, _ = L.method_coefficients(mask, weighting, reduction, "sharp", torch.float64)
         return L.weighted_clipped_fkl(s, t, coeff, impl=impl, chunk_size=chunk_size)[0]
 
@@ -331,8 +332,8 @@ def _weighted(impl: str, chunk_size: int = 4):
 
 def _per_token_chunked(s, t, mask, method):
     """The per-token path (PerTokenFKL, backward scales by the upstream gradient), then reduce."""
-    weighting, reduction = L.CLIPPED_FKL_METHODS[method]
-    w = L.position_weights(mask, *L.SCHEDULES["sharp"]) if weighting == "position" else None
+    weighting, reduction = vocab.CLIPPED_FKL_METHODS[method]
+    w = L.position_weights(mask, *vocab.SCHEDULES["sharp"]) if weighting == "position" else None
     per_token = L.per_token_clipped_fkl(s, t, impl="chunked", chunk_size=4)
     return L.reduce_tokens(per_token, mask, w, per_sequence=reduction == "per_sequence")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pwopsd import config
+from pwopsd import config, vocab
 from pwopsd import losses as L
 from pwopsd.config import ConfigError
 
@@ -122,7 +122,7 @@ def test_position_weights_by_hand_and_padding_invariant():
 
 def test_position_weights_shape_of_curve():
     mask = torch.ones(1, 200, dtype=torch.bool)
-    for w_min, c, s in L.SCHEDULES.values():
+    for w_min, c, s in vocab.SCHEDULES.values():
         w = L.position_weights(mask, w_min, c, s)[0]
         assert (w[1:] >= w[:-1]).all()  # non-decreasing in u
         assert w.min() >= w_min - 1e-6 and w.max() <= 1.0 + 1e-6
@@ -145,7 +145,7 @@ def test_position_weight_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         L.position_weights(torch.ones(1, 3, dtype=torch.bool), **kwargs)
     # the explicit-tuple schedule and the notebooks' configs share the same check
-    sched = dict(zip(("w_min", "c", "s"), L.SCHEDULES["moderate"], strict=True)) | kwargs
+    sched = dict(zip(("w_min", "c", "s"), vocab.SCHEDULES["moderate"], strict=True)) | kwargs
     with pytest.raises(ConfigError, match=match):
         L.resolve_schedule((sched["w_min"], sched["c"], sched["s"]))
     with pytest.raises(ConfigError, match=match):
@@ -161,7 +161,7 @@ def test_position_weight_bad_mask():
 
 
 def test_schedules_fit_the_papers_words():
-    sch = L.SCHEDULES
+    sch = vocab.SCHEDULES
     assert set(sch) == {"mild", "moderate", "sharp", "aggressive"}
     assert sch["moderate"] == (0.25, 0.30, 0.10)  # the published default
     floors = {k: v[0] for k, v in sch.items()}
@@ -172,8 +172,8 @@ def test_schedules_fit_the_papers_words():
     )  # lower, steeper
     assert sch["aggressive"][1] == max(v[1] for v in sch.values())  # latest transition
     for name in ("mild", "sharp", "aggressive"):
-        assert "our choice" in L.SCHEDULE_NOTES[name]
-    assert "published" in L.SCHEDULE_NOTES["moderate"]
+        assert "our choice" in vocab.SCHEDULE_NOTES[name]
+    assert "published" in vocab.SCHEDULE_NOTES["moderate"]
     assert L.resolve_schedule("sharp") == sch["sharp"]
     with pytest.raises(ValueError, match="schedule"):
         L.resolve_schedule("steep")
@@ -274,7 +274,7 @@ def test_pwopsd_schedule_changes_loss_and_gradients_agree():
 def test_all_masked_batch_gives_zero_loss_and_zero_gradients():
     s, t, _, tokens = batch()
     none = torch.zeros(s.shape[:2], dtype=torch.bool)
-    for method in L.METHODS:
+    for method in vocab.TRAINABLE_METHODS:
         out = L.method_loss(
             method, s, t, none, tokens=tokens, step=0 if method != "reopold" else 60
         )
@@ -364,7 +364,7 @@ def test_method_loss_errors():
         L.factorial_loss(s, t, mask, "linear", "global")
 
 
-@pytest.mark.parametrize("method", L.METHODS)
+@pytest.mark.parametrize("method", vocab.TRAINABLE_METHODS)
 def test_every_method_runs_in_bf16_and_fp32(method):
     for dtype in (torch.float32, torch.bfloat16):
         s, t, mask, tokens = batch(dtype=dtype)
@@ -507,7 +507,7 @@ def test_baselines_nan_at_a_valid_token_gives_nan(method, step, side):
     assert out.loss.isnan()
 
 
-@pytest.mark.parametrize("method", L.METHODS)
+@pytest.mark.parametrize("method", vocab.TRAINABLE_METHODS)
 def test_teacher_that_requires_grad_gets_no_gradient_in_every_method(method):
     s, t, mask, tokens = eopd_batch()
     teacher = t.clone().requires_grad_(True)
@@ -518,10 +518,36 @@ def test_teacher_that_requires_grad_gets_no_gradient_in_every_method(method):
     assert out.loss.item() == pytest.approx(expect.item(), rel=1e-12)
 
 
-def test_method_names_come_from_config():
-    assert L.METHODS == (*config.TRAINED_METHODS, *config.FACTORIAL_CELLS)
-    assert "pw_opsd" in L.METHODS and "pwopsd" not in L.METHODS
-    assert L.SCHEDULES is config.SCHEDULES and L.SCHEDULE_NOTES is config.SCHEDULE_NOTES
-    assert L.FACTORIAL_CELLS is config.FACTORIAL_CELLS
-    assert set(L.CLIPPED_FKL_METHODS) == set(L.METHODS) - {"eopd", "reopold"}
-    assert not hasattr(L, "PUBLISHED_SCHEDULES") and not hasattr(L, "pwopsd_loss")
+def test_method_names_come_from_vocab():
+    assert vocab.TRAINABLE_METHODS == (*vocab.MAIN_TABLE_METHODS, *vocab.FACTORIAL_CELLS)
+    assert "pw_opsd" in vocab.TRAINABLE_METHODS and "pwopsd" not in vocab.TRAINABLE_METHODS
+    assert set(vocab.CLIPPED_FKL_METHODS) == set(vocab.TRAINABLE_METHODS) - {"eopd", "reopold"}
+    assert vocab.CLIPPED_FKL_METHODS["opsd"] == vocab.FACTORIAL_CELLS["uniform_global"]
+    assert vocab.CLIPPED_FKL_METHODS["pw_opsd"] == vocab.FACTORIAL_CELLS["position_per_sequence"]
+    # one home: the losses no longer carry copies of the vocabulary or the dead opsd_loss
+    for name in ("METHODS", "SCHEDULES", "FACTORIAL_CELLS", "opsd_loss", "pwopsd_loss"):
+        assert not hasattr(L, name)
+
+@pytest.mark.parametrize("method", ["pw_opsd", "position_global"])
+def test_position_methods_report_the_weights_they_used(method):
+    """The loss reports w(u) over valid tokens (mean, min, max) as the training loop logs them:
+    checked against a float64 recomputation, padding excluded, absent when no token is valid."""
+    torch.manual_seed(0)
+    s, t = torch.randn(3, 7, 11), torch.randn(3, 7, 11)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [0] * 7], dtype=torch.bool)
+    out = L.method_loss(method, s, t, mask, schedule="sharp")
+    w_min, c, s_ = vocab.SCHEDULES["sharp"]
+    weights = []
+    for row in mask:
+        n = int(row.sum())
+        u = (torch.arange(1, n + 1, dtype=torch.float64) - 0.5) / max(n, 1)
+        weights.append(w_min + (1 - w_min) * torch.sigmoid((u - c) / s_))
+    ref = torch.cat(weights)
+    m = out.metrics
+    assert m["position_weight_mean"] == pytest.approx(float(ref.mean()), rel=1e-6)
+    assert m["position_weight_min"] == pytest.approx(float(ref.min()), rel=1e-6)
+    assert m["position_weight_max"] == pytest.approx(float(ref.max()), rel=1e-6)
+    assert m["position_weight_max"] < 1.0 and m["position_weight_min"] >= w_min
+    empty = L.method_loss(method, s, t, torch.zeros_like(mask), schedule="sharp").metrics
+    assert "position_weight_min" not in empty and "position_weight_max" not in empty
+    assert "position_weight_mean" not in L.method_loss("opsd", s, t, mask).metrics

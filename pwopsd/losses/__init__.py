@@ -7,26 +7,18 @@ Everything here follows PROTOCOL section 2 (and the release's ``ea_opsd_trainer.
 * :mod:`pwopsd.losses.baselines`: EOPD and REOPOLD.
 
 For the training loop, :func:`method_loss` is the single entry point: it takes one method name
-(:data:`METHODS`, spelled as in :mod:`pwopsd.config`) and the aligned completion tensors and
-returns a :class:`LossOutput`; :func:`fused_method_loss` is the same for the clipped-FKL methods
-from hidden states (no [B, T, V] logits).
+(:data:`pwopsd.vocab.TRAINABLE_METHODS`) and the aligned completion tensors and returns a
+:class:`LossOutput` whose metrics are what the loop logs; :func:`fused_method_loss` is the same
+for the clipped-FKL methods from hidden states (no [B, T, V] logits).
 
-Method names, schedules and factorial cells have one home, :mod:`pwopsd.config`; they are
-re-exported here for convenience (``from pwopsd import losses as L; L.SCHEDULES``).
+Method names, schedules and factorial cells have one home, :mod:`pwopsd.vocab`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from pwopsd.config import (
-    FACTORIAL_CELLS,
-    SCHEDULE_NAMES,
-    SCHEDULE_NOTES,
-    SCHEDULES,
-    TRAINED_METHODS,
-    check_schedule,
-)
+from pwopsd.config import check_schedule
 from pwopsd.kernels.dispatch import IMPLS, Impl
 from pwopsd.kernels.fused_linear import fused_linear_clipped_fkl
 from pwopsd.kernels.validate import as_bool_mask, check_logits_pair, check_temperature_clip
@@ -41,12 +33,10 @@ from pwopsd.losses.baselines import (
     reopold_loss,
 )
 from pwopsd.losses.opsd import (
-    CLIPPED_FKL_METHODS,
     LossOutput,
+    clipped_fkl_metrics,
     factorial_loss,
-    masked_mean,
     method_coefficients,
-    opsd_loss,
     per_token_clipped_fkl,
     position_weights,
     pw_opsd_loss,
@@ -56,26 +46,18 @@ from pwopsd.losses.opsd import (
     token_coefficients,
     weighted_clipped_fkl,
 )
+from pwopsd.vocab import CLIPPED_FKL_METHODS, DEFAULT_SCHEDULE, TRAINABLE_METHODS
 
 Tensor = torch.Tensor
 
-METHODS: tuple[str, ...] = (*TRAINED_METHODS, *FACTORIAL_CELLS)
-"""Names accepted by :func:`method_loss`: the trained methods and the factorial cells (config's)."""
-
 __all__ = [
-    "CLIPPED_FKL_METHODS",
     "EOPD_ENTROPY_THRESHOLD",
     "EOPD_PPO_EPS",
     "EOPD_TOP_K",
-    "FACTORIAL_CELLS",
     "IMPLS",
-    "METHODS",
     "REOPOLD_BETA",
     "REOPOLD_LAMBDA",
     "REOPOLD_T_SWITCH",
-    "SCHEDULES",
-    "SCHEDULE_NAMES",
-    "SCHEDULE_NOTES",
     "Impl",
     "LossOutput",
     "as_bool_mask",
@@ -86,7 +68,6 @@ __all__ = [
     "factorial_loss",
     "fused_method_loss",
     "method_loss",
-    "opsd_loss",
     "per_token_clipped_fkl",
     "position_weights",
     "pw_opsd_loss",
@@ -109,10 +90,11 @@ def method_loss(
     step: int = 0,
     temperature: float = 1.1,
     tau_clip: float | None = 0.05,
-    schedule: str | tuple[float, float, float] = "moderate",
+    schedule: str | tuple[float, float, float] = DEFAULT_SCHEDULE,
     impl: Impl = "auto",
 ) -> LossOutput:
-    """The training loop's one call: the loss of ``method`` (one of :data:`METHODS`) on a micro-batch.
+    """The training loop's one call: the loss of ``method`` (one of
+    :data:`pwopsd.vocab.TRAINABLE_METHODS`) on a micro-batch.
 
     Inputs are aligned on completion positions: ``student_logits``/``teacher_logits`` [B, T, V]
     (the teacher is a constant: detached), ``mask`` [B, T] valid completion tokens, ``tokens``
@@ -120,8 +102,8 @@ def method_loss(
     step (REOPOLD's phase switch). ``schedule`` applies to the position-weighted methods,
     ``tau_clip`` and ``impl`` to the clipped-FKL ones (PROTOCOL sec. 2).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in TRAINABLE_METHODS:
+        raise ValueError(f"method must be one of {TRAINABLE_METHODS}, got {method!r}")
     if method == "eopd" or method == "reopold":
         if tokens is None:
             raise ValueError(f"method {method!r} needs tokens (the sampled completion ids)")
@@ -151,7 +133,7 @@ def fused_method_loss(
     *,
     temperature: float = 1.1,
     tau_clip: float | None = 0.05,
-    schedule: str | tuple[float, float, float] = "moderate",
+    schedule: str | tuple[float, float, float] = DEFAULT_SCHEDULE,
     teacher_weight: Tensor | None = None,
     chunk_size: int = 256,
 ) -> LossOutput:
@@ -160,7 +142,7 @@ def fused_method_loss(
     ``student_hidden``/``teacher_hidden`` [B, T, H] are the inputs of the lm_head (after the
     final norm) on the aligned completion positions, ``lm_head_weight`` [V, H] (shared by
     student and teacher unless ``teacher_weight`` is given; the teacher side is a constant).
-    Methods: :data:`CLIPPED_FKL_METHODS` ("opsd", "pw_opsd" and the factorial cells); EOPD and
+    Methods: :data:`pwopsd.vocab.CLIPPED_FKL_METHODS` ("opsd", "pw_opsd" and the factorial cells); EOPD and
     REOPOLD need full logits (use :func:`method_loss`).
     """
     if method not in CLIPPED_FKL_METHODS:
@@ -184,7 +166,4 @@ def fused_method_loss(
         teacher_weight=teacher_weight,
         chunk_size=chunk_size,
     )  # [], [B, T]
-    metrics = {"fkl_token_mean": masked_mean(per_token, mask)}
-    if weights is not None:
-        metrics["position_weight_mean"] = masked_mean(weights, mask)
-    return LossOutput(loss, metrics)
+    return LossOutput(loss, clipped_fkl_metrics(per_token, weights, mask))

@@ -29,26 +29,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pwopsd.config import (
-    FACTORIAL_CELLS,
-    REDUCTIONS,
-    SCHEDULES,
-    WEIGHTINGS,
-    check_schedule,
-    resolve_schedule,
-)
+from pwopsd.config import check_schedule, resolve_schedule
 from pwopsd.kernels.dispatch import Impl, per_token_clipped_fkl, weighted_clipped_fkl
 from pwopsd.kernels.reference import reference_per_token_clipped_fkl
 from pwopsd.kernels.validate import as_bool_mask, check_logits_pair, check_temperature_clip
+from pwopsd.vocab import DEFAULT_SCHEDULE, REDUCTIONS, SCHEDULES, WEIGHTINGS
 
 Tensor = torch.Tensor
 
 __all__ = [
-    "CLIPPED_FKL_METHODS",
     "Impl",
     "LossOutput",
     "factorial_loss",
-    "opsd_loss",
     "per_token_clipped_fkl",
     "position_weights",
     "pw_opsd_loss",
@@ -59,14 +51,7 @@ __all__ = [
     "weighted_clipped_fkl",
 ]
 
-CLIPPED_FKL_METHODS: dict[str, tuple[str, str]] = {
-    "opsd": FACTORIAL_CELLS["uniform_global"],
-    "pw_opsd": FACTORIAL_CELLS["position_per_sequence"],
-    **FACTORIAL_CELLS,
-}
-"""The methods built on the clipped FKL: name -> (weighting, reduction) of the factorial."""
-
-_MODERATE = SCHEDULES["moderate"]
+_MODERATE = SCHEDULES[DEFAULT_SCHEDULE]
 
 # --------------------------------------------------------------------------------------
 # Position weights and reductions
@@ -177,19 +162,19 @@ def masked_mean(x: Tensor, mask: Tensor | None = None) -> float:
     return float(x.float().mean()) if x.numel() else 0.0
 
 
-def opsd_loss(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    mask: Tensor,
-    temperature: float = 1.1,
-    tau_clip: float | None = 0.05,
-    *,
-    impl: Impl = "auto",
-) -> LossOutput:
-    """OPSD: per-token clipped FKL, global mean over valid tokens (PROTOCOL sec. 2, OPSD)."""
-    return factorial_loss(
-        student_logits, teacher_logits, mask, "uniform", "global", temperature, tau_clip, impl=impl
-    )
+def clipped_fkl_metrics(
+    per_token: Tensor, weights: Tensor | None, mask: Tensor
+) -> dict[str, float]:
+    """What a clipped-FKL loss reports for logging: the mean per-token clipped FKL over valid
+    tokens and, for position weightings, the mean, min and max of w(u) over them."""
+    metrics = {"fkl_token_mean": masked_mean(per_token, mask)}
+    if weights is not None:
+        metrics["position_weight_mean"] = masked_mean(weights, mask)
+        if bool(mask.any()):
+            valid = weights.detach()[mask]  # [N]
+            metrics["position_weight_min"] = float(valid.min())
+            metrics["position_weight_max"] = float(valid.max())
+    return metrics
 
 
 def pw_opsd_loss(
@@ -198,7 +183,7 @@ def pw_opsd_loss(
     mask: Tensor,
     temperature: float = 1.1,
     tau_clip: float | None = 0.05,
-    schedule: str | tuple[float, float, float] = "moderate",
+    schedule: str | tuple[float, float, float] = DEFAULT_SCHEDULE,
     *,
     impl: Impl = "auto",
 ) -> LossOutput:
@@ -243,7 +228,7 @@ def factorial_loss(
     reduction: str,
     temperature: float = 1.1,
     tau_clip: float | None = 0.05,
-    schedule: str | tuple[float, float, float] = "moderate",
+    schedule: str | tuple[float, float, float] = DEFAULT_SCHEDULE,
     *,
     impl: Impl = "auto",
 ) -> LossOutput:
@@ -261,7 +246,4 @@ def factorial_loss(
     loss, per_token = weighted_clipped_fkl(
         student_logits, teacher_logits, coeff, temperature, tau_clip, impl=impl
     )  # [], [B, T]
-    metrics = {"fkl_token_mean": masked_mean(per_token, mask)}
-    if weights is not None:
-        metrics["position_weight_mean"] = masked_mean(weights, mask)
-    return LossOutput(loss, metrics)
+    return LossOutput(loss, clipped_fkl_metrics(per_token, weights, mask))
