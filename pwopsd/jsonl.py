@@ -97,13 +97,24 @@ def check_settings(path: Path, settings: dict[str, Any], what: str, fix: str) ->
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, settings)
         return
-    have = json.loads(path.read_text())
-    diff = sorted(k for k in set(have) | set(settings) if have.get(k) != settings.get(k))
+    have, want = _flat(json.loads(path.read_text())), _flat(settings)
+    diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
     if diff:
-        shown = ", ".join(f"{k}: files {have.get(k)!r} vs now {settings.get(k)!r}" for k in diff)
+        shown = ", ".join(f"{k}: files {have.get(k)!r} vs now {want.get(k)!r}" for k in diff)
         raise SettingsMismatch(
             f"{path.parent} holds {what} made with other settings ({shown}); {fix}"
         )
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as {"train.learning_rate": ...}, so a mismatch names the leaf."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 class SettingsMismatch(ConfigError):

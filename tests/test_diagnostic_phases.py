@@ -16,10 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from pwopsd import jsonl
 from pwopsd.config import ConfigError, DiagnosticConfig, get_profile
-from pwopsd.diagnostic import phases, report, store, teacher
+from pwopsd.diagnostic import context, phases, problems, report, teacher
+from pwopsd.diagnostic.store import check_plan
+from pwopsd.prompts import student_prompt
+from pwopsd.provenance import model_fingerprint
 from pwopsd.sampling import Completion
+from pwopsd.toy.task import format_solution, parse_problem, solution_steps
 from tests.conftest import REPO_ROOT
 
 TOY = get_profile("toy").main_model
@@ -41,8 +48,6 @@ def tiny(tmp_path: Path, **kw) -> DiagnosticConfig:
 
 @pytest.fixture(scope="module")
 def tok():
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(TOY)
 
 
@@ -89,11 +94,9 @@ class FakeEngine:
 
 
 def fake_for(cfg, tok, **kw):
-    from pwopsd.prompts import student_prompt
-
     golds, sols = {}, {}
-    for _, p in phases.select_problems(cfg, cfg.get_profile()):
-        ids = tuple(phases.prompt_ids(tok, student_prompt(tok, p.problem)))
+    for _, p in problems.select_problems(cfg, cfg.get_profile()):
+        ids = tuple(context.prompt_ids(tok, student_prompt(tok, p.problem)))
         golds[ids] = p.answer
         sols[ids] = _solution(p)
     bare = [k for i, k in enumerate(golds) if i in kw.pop("bare_index", ())]
@@ -101,8 +104,6 @@ def fake_for(cfg, tok, **kw):
 
 
 def _solution(problem) -> str:
-    from pwopsd.toy.task import format_solution, parse_problem, solution_steps
-
     return format_solution(solution_steps(parse_problem(problem.problem)), int(problem.answer))
 
 
@@ -111,18 +112,16 @@ def test_forced_continuation_is_exactly_student_prompt_spine_prefix_child(tmp_pa
     eng = fake_for(cfg, tok)
     res = phases.run(cfg, make_engine=lambda: eng, log=lambda s: None)
     assert eng.closed and res["status"] == "ok"
-    spines = {s["pid"]: s for s in store.read_jsonl(phases.scratch_dir(cfg) / "A.jsonl")}
+    spines = {s["problem_key"]: s for s in jsonl.read(phases.scratch_dir(cfg) / "A.jsonl")}
     cont = [r for r in eng.requests if r[3].temperature > 0]
     assert cont, "no continuation was requested"
     answer_marker = tok.convert_tokens_to_ids("=== Reference Answer Begin ===")
-    for (pid, pos, child, _), ids, _seed, _ in cont:
-        s = spines[pid]
+    for (problem_key, pos, child, _), ids, _seed, _ in cont:
+        s = spines[problem_key]
         assert ids == s["student_prompt_ids"] + s["spine"][:pos] + [child]
         assert answer_marker not in ids  # never the privileged prompt
         assert str(s["gold"]) not in tok.decode(s["student_prompt_ids"]).split("Compute")[0]
     # the student prompt ids are those of the student template, no extra special tokens
-    from pwopsd.prompts import student_prompt
-
     s = next(iter(spines.values()))
     assert (
         s["student_prompt_ids"]
@@ -130,9 +129,9 @@ def test_forced_continuation_is_exactly_student_prompt_spine_prefix_child(tmp_pa
     )
     # per-sample seeds differ
     assert len({r[2] for r in cont}) == len(cont)
-    assert phases.continuation_prompt_ids([1, 2], [5, 6, 7], 1, 9) == [1, 2, 5, 9]
+    assert context.continuation_prompt_ids([1, 2], [5, 6, 7], 1, 9) == [1, 2, 5, 9]
     with pytest.raises(ValueError):
-        phases.continuation_prompt_ids([1], [5], 1, 9)
+        context.continuation_prompt_ids([1], [5], 1, 9)
 
 
 def test_run_writes_table1_and_figure1(tmp_path, tok):
@@ -186,10 +185,10 @@ def test_bad_input_is_counted_not_fatal(tmp_path, tok):
     assert all(eos not in c["children"] for c in cands) and len(cands) == 2
     # A group with a single label: counted in Table 1, the AUROC still computed.
     recs = [
-        dict(pid="a", u=0.1, label="diversity", viability=[1, 1]),
-        dict(pid="a", u=0.9, label="diversity", viability=[1, 1]),
-        dict(pid="b", u=0.2, label="diversity", viability=[1, 1]),
-        dict(pid="b", u=0.8, label="real_uncertain", viability=[0, 0]),
+        dict(problem_key="a", u=0.1, label="diversity", viability=[1, 1]),
+        dict(problem_key="a", u=0.9, label="diversity", viability=[1, 1]),
+        dict(problem_key="b", u=0.2, label="diversity", viability=[1, 1]),
+        dict(problem_key="b", u=0.8, label="real_uncertain", viability=[0, 0]),
     ]
     row = report.table1(recs, cfg)[0]
     assert row["n_single_label_problems"] == 1 and row["auroc"] is not None
@@ -205,8 +204,6 @@ def test_labels_follow_the_thresholds(tmp_path):
 
 
 def test_truncated_entropy_counts_only_valid_tokens():
-    import torch
-
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
     valid = torch.tensor([False, True, True])
     st = teacher.teacher_position_stats(logits, torch.tensor([1]), valid, top_k=2, n_children=2)
@@ -216,9 +213,6 @@ def test_truncated_entropy_counts_only_valid_tokens():
 
 
 def test_dropout_hooks_are_removed_even_on_error():
-    import torch
-    from transformers import AutoModelForCausalLM
-
     net = AutoModelForCausalLM.from_pretrained(TOY).eval()
     layers = teacher.decoder_layers(net)
     ids = list(range(5, 25))
@@ -255,7 +249,7 @@ def test_runs_with_other_settings_keep_their_own_files(tmp_path, tok):
     other = tiny(tmp_path, max_problems=2)
     assert phases.scratch_dir(other) != phases.scratch_dir(cfg)
     phases.run(other, make_engine=lambda: fake_for(other, tok), log=lambda s: None)
-    assert len(store.read_jsonl(phases.scratch_dir(cfg) / "A.jsonl")) == 3
+    assert len(jsonl.read(phases.scratch_dir(cfg) / "A.jsonl")) == 3
     # finish the first; thresholds only F and G read reuse its samples (no engine started)
     phases.run(cfg, make_engine=lambda: fake_for(cfg, tok), log=lambda s: None)
     strict = tiny(tmp_path, viable_threshold=0.9)
@@ -295,7 +289,7 @@ def test_resume_after_sigkill_loses_at_most_items_in_flight(tmp_path, tok):
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
-            if e_file.exists() and len(store.read_jsonl(e_file)) >= 3:
+            if e_file.exists() and len(jsonl.read(e_file)) >= 3:
                 break
             time.sleep(0.05)
         else:
@@ -305,8 +299,8 @@ def test_resume_after_sigkill_loses_at_most_items_in_flight(tmp_path, tok):
     finally:
         if proc.poll() is None:
             proc.kill()
-    before = {tuple(r["key"]) for r in store.read_jsonl(e_file)}
-    done_a = store.read_jsonl(phases.scratch_dir(cfg) / "A.jsonl")
+    before = {tuple(r["key"]) for r in jsonl.read(e_file)}
+    done_a = jsonl.read(phases.scratch_dir(cfg) / "A.jsonl")
     assert len(done_a) == 2 and len(before) >= 3
     eng = fake_for(cfg, tok)
     res = phases.run(cfg, make_engine=lambda: eng, log=lambda s: None)
@@ -314,15 +308,36 @@ def test_resume_after_sigkill_loses_at_most_items_in_flight(tmp_path, tok):
     assert all(r[3].temperature > 0 for r in eng.requests)
     asked = {tuple(r[0]) for r in eng.requests}
     assert not asked & before
-    rows = store.read_jsonl(e_file)
+    rows = jsonl.read(e_file)
     keys = [tuple(r["key"]) for r in rows]
     assert len(keys) == len(set(keys)) == res["counts"]["E"]["requested"]
     assert res["counts"]["F"]["incomplete"] == 0
 
 
-def test_retrained_checkpoint_is_not_resumed(tmp_path):
-    from pwopsd.diagnostic.store import check_plan, model_fingerprint
+def test_torn_last_row_is_resampled_alone_and_a_bad_middle_line_is_an_error(tmp_path, tok):
+    cfg = tiny(tmp_path)
+    phases.run(cfg, make_engine=lambda: fake_for(cfg, tok), log=lambda s: None)
+    e_file = phases.scratch_dir(cfg) / "E.jsonl"
+    lines = e_file.read_bytes().splitlines(keepends=True)
+    before = [json.loads(line) for line in lines]
+    # a kill mid-write: the last row is cut off halfway, without its newline
+    e_file.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    eng = fake_for(cfg, tok)
+    res = phases.run(cfg, make_engine=lambda: eng, log=lambda s: None)
+    assert [r[0] for r in eng.requests] == [tuple(before[-1]["key"])]  # only that row again
+    assert e_file.read_bytes().startswith(b"".join(lines[:-1]))  # the others untouched
+    assert jsonl.read(e_file) == before and res["counts"]["E"]["continuations"] == len(before)
+    # a bad line before the last is corruption, not a kill: an error naming file and line
+    a_file = phases.scratch_dir(cfg) / "A.jsonl"
+    rows = a_file.read_text().splitlines(keepends=True)
+    rows[1] = rows[1][:20] + "\n"
+    a_file.write_text("".join(rows))
+    with pytest.raises(jsonl.CorruptFileError, match=r"A\.jsonl, line 2: not valid JSON"):
+        phases.run(cfg, make_engine=_no_engine, log=lambda s: None)
+    assert a_file.read_text() == "".join(rows)  # nothing rewritten
 
+
+def test_retrained_checkpoint_is_not_resumed(tmp_path):
     model = tmp_path / "toy-model"
     model.mkdir()
     (model / "config.json").write_text("{}")
@@ -333,6 +348,16 @@ def test_retrained_checkpoint_is_not_resumed(tmp_path):
     check_plan(scratch, cfg, str(model))
     check_plan(scratch, cfg, str(model))  # same weights: resumes
     (model / "model.safetensors").write_bytes(b"new weights")
-    with pytest.raises(ConfigError, match="model_fingerprint"):
+    with pytest.raises(ConfigError, match="model_fingerprint: files .* vs now .*") as err:
         check_plan(scratch, cfg, str(model))
+    assert str(scratch) in str(err.value) and "delete that scratch directory" in str(err.value)
+    # a scratch directory of the layout before problem keys were named so is refused too
+    old = tmp_path / "old"
+    old.mkdir()
+    check_plan(old, cfg, str(model))
+    plan = json.loads((old / "plan.json").read_text())
+    del plan["scratch_format"]
+    (old / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ConfigError, match="scratch_format: files None vs now 2"):
+        check_plan(old, cfg, str(model))
     assert model_fingerprint("Qwen/Qwen3-4B") == "hub:Qwen/Qwen3-4B"

@@ -8,7 +8,9 @@ seconds: 4 prompts per step, 32-token rollouts.
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import torch
 from pwopsd.config import REPO_ROOT, ConfigError, get_profile
 from pwopsd.rollout import align, gather_positions
 from pwopsd.train import RunSpec, TrainingError, plan, train
+from pwopsd.train.loop import build_student
 
 PROFILE = get_profile("toy")
 MODEL = PROFILE.main_model
@@ -102,7 +105,7 @@ def test_cli_dry_run_and_bad_batch(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "pwopsd.train", "--method", "opsd", "--root", str(tmp_path)]
     ok = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, env=env)
-    assert ok.returncode == 0 and json.loads(ok.stdout)["method"] == "opsd"
+    assert ok.returncode == 0 and json.loads(ok.stdout)["run_name"] == "opsd"
     bad = subprocess.run(
         [*cmd, "--set", "prompts_per_step=5", "--set", "micro_batch=2"],
         capture_output=True,
@@ -177,6 +180,7 @@ def test_run_directory_metrics_and_reuse(finished_run):
     assert again.reused and time.perf_counter() - t0 < 5
     # Another configuration in the same directory is refused, not mixed.
     (rd / "DONE.json").rename(rd / "DONE.bak")
+    config_text = (rd / "config.json").read_text()
     try:
         other = RunSpec(
             method=spec.method, schedule=spec.schedule, overrides=spec.overrides, root=spec.root
@@ -184,19 +188,33 @@ def test_run_directory_metrics_and_reuse(finished_run):
         payload = json.loads((rd / "config.json").read_text())
         payload["train"]["learning_rate"] = 1.0
         (rd / "config.json").write_text(json.dumps(payload))
-        with pytest.raises(ConfigError, match="other settings"):
+        with pytest.raises(ConfigError, match=r"other settings \(train.learning_rate: files 1.0"):
             train(other, progress=False)
     finally:
         (rd / "DONE.bak").rename(rd / "DONE.json")
+        (rd / "config.json").write_text(config_text)
 
 
 def test_training_changes_the_adapter_and_the_loss_is_finite(finished_run):
+    """Every LoRA matrix moved away from the seeded initial adapter, the last checkpoint
+    differs from the earlier one, and every logged loss and grad norm is a finite number."""
+    from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
 
-    _, result, _ = finished_run
-    w = load_file(str(result.eval_adapter / "adapter_model.safetensors"))
-    lora_b = [v for k, v in w.items() if "lora_B" in k]
-    assert lora_b and any(float(v.abs().max()) > 0 for v in lora_b)  # B starts at zero
+    spec, result, _ = finished_run
+    _, initial = build_student(spec, spec.train_config(), MODEL)
+    init = {k: v.detach() for k, v in get_peft_model_state_dict(initial).items()}
+    last = load_file(str(result.eval_adapter / "adapter_model.safetensors"))
+    earlier = load_file(
+        str(result.run_dir / "checkpoints/step-2/adapter/adapter_model.safetensors")
+    )
+    assert set(last) == set(init) and len(last) > 0
+    for name, value in last.items():
+        assert not torch.equal(value, init[name]), f"{name} did not change in training"
+        assert torch.isfinite(value).all()
+    assert any(not torch.equal(last[k], earlier[k]) for k in last)
+    rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -211,13 +229,28 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(losses, "method_loss", poisoned)
     spec = RunSpec(method="opsd", overrides=_tiny(), root=str(tmp_path))
-    with pytest.raises(TrainingError, match="non-finite loss.*step 3.*last good checkpoint"):
+    with pytest.raises(TrainingError, match=r"non-finite loss.*step 3.*step-2 is kept \(step 2\)"):
         train(spec, progress=False)
     rd = spec.run_dir()
     assert sorted(p.name for p in (rd / "checkpoints").iterdir()) == ["step-2"]
     assert not (rd / "DONE.json").exists()
     rows = (rd / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [1, 2]
+
+
+def test_nan_loss_before_any_checkpoint_says_none_exists(tmp_path, monkeypatch):
+    from pwopsd import losses
+    from pwopsd.losses import LossOutput
+
+    def poisoned(method, *a, **kw):
+        out = real(method, *a, **kw)
+        return LossOutput(out.loss * float("nan"), out.metrics)
+
+    real = losses.method_loss
+    monkeypatch.setattr(losses, "method_loss", poisoned)
+    spec = RunSpec(method="opsd", overrides=_tiny(), root=str(tmp_path))
+    with pytest.raises(TrainingError, match="step 1.*no checkpoint was written yet"):
+        train(spec, progress=False)
 
 
 # --- resume after SIGKILL, bit for bit ----------------------------------------------------
@@ -355,8 +388,8 @@ def test_sync_engine_samples_from_updated_weights_and_teacher_is_base(tmp_path, 
     from transformers import AutoModelForCausalLM
 
     from pwopsd.config import SamplingConfig
+    from pwopsd.engine import make_engine
     from pwopsd.prompts import student_prompt
-    from pwopsd.sampling import make_engine
 
     engine = make_engine(
         "vllm",
@@ -406,22 +439,22 @@ def test_sync_engine_samples_from_updated_weights_and_teacher_is_base(tmp_path, 
 
 def test_grid_local_executor_trains_and_skips_finished(tmp_path):
     """submitit's local executor: one job per cell in its own process; finished cells skipped."""
-    from pwopsd.grid import cells, run_grid
+    from pwopsd.grid import grid_specs, run_grid
 
-    grid = cells(
+    grid = grid_specs(
         ["opsd", "pw_opsd"],
         [3],
         schedules=["moderate"],
         overrides=_tiny(max_steps=1, save_every=1, eval_step=1),
         root=str(tmp_path / "runs"),
     )
-    assert [c.spec.name for c in grid] == ["opsd", "pw_opsd_moderate"]
+    assert [s.name for s in grid] == ["opsd", "pw_opsd_moderate"]
     first = run_grid(grid[:1], executor="inline", progress=False)
-    assert first.trained == [f"qwen3/{grid[0].spec.dir_name}/seed3"]
+    assert first.trained == [f"qwen3/{grid[0].dir_name}/seed3"]
     report = run_grid(grid, executor="local", folder=tmp_path / "logs")
     assert report.skipped == first.trained  # finished: not resubmitted
-    assert report.submitted == report.trained == [f"qwen3/{grid[1].spec.dir_name}/seed3"]
-    assert all(c.done for c in grid)
+    assert report.submitted == report.trained == [f"qwen3/{grid[1].dir_name}/seed3"]
+    assert all(s.is_done() for s in grid)
     assert list((tmp_path / "logs").glob("*_log.out"))  # it really ran as a submitit job
     again = run_grid(grid, executor="local", folder=tmp_path / "logs")
     assert again.submitted == [] and len(again.skipped) == 2
@@ -445,4 +478,156 @@ def test_think_closure_family_trains(tmp_path):
     )
     result = train(spec, progress=False)
     row = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
-    assert row["valid_tokens"] > 0 and row["loss"] == row["loss"]  # finite, not NaN
+    assert row["valid_tokens"] > 0 and math.isfinite(row["loss"])
+
+
+# --- the CLI refuses bad input before anything is written ----------------------------------
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    from pwopsd.train.__main__ import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "setting, culprit",
+    [
+        ("learning_rate=nan", "learning_rate='nan' must be a finite number"),
+        ("learning_rate=.inf", "learning_rate"),
+        ("tau_clip=abc", "tau_clip='abc' is not float | None"),
+        ("rollout=5", "rollout=5 must be a mapping"),
+        ("max_steps=2.5", "max_steps=2.5 is not int"),
+        ("dtype=float8", "dtype='float8'; allowed: ['float32', 'bfloat16', 'float16']"),
+        ("weight_decay=-1e-2", "weight_decay=-0.01 must be a finite number >= 0"),
+        ("no_such_field=1", "'no_such_field' is not a TrainConfig field"),
+    ],
+)
+def test_cli_refuses_bad_settings_before_writing(tmp_path, capsys, setting, culprit):
+    for extra in (["--dry-run"], []):
+        code, _, err = _cli(
+            capsys, "--method", "opsd", "--root", str(tmp_path), "--set", setting, *extra
+        )
+        assert code == 2 and err.startswith("error: ") and culprit in err, err
+        assert err.count("\n") == 1  # one line, no traceback
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_parses_every_yaml_spelling_to_the_field_type(tmp_path, capsys):
+    code, out, _ = _cli(
+        capsys, "--method", "opsd", "--root", str(tmp_path), "--dry-run",
+        "--set", "learning_rate=1e-3", "--set", "weight_decay=1e-2", "--set", "tau_clip=null",
+        "--set", "rollout={temperature: 0.7}",
+    )  # fmt: skip
+    assert code == 0
+    planned = json.loads(out)
+    assert planned["learning_rate"] == 1e-3 and planned["loss"]["tau_clip"] is None
+    assert planned["rollout"]["temperature"] == 0.7
+    assert planned["rollout"]["max_new_tokens"] == PROFILE.train.rollout.max_new_tokens
+    spec = RunSpec(method="opsd", overrides=(("weight_decay", "1e-2"),))
+    assert spec.train_config().weight_decay == 0.01
+
+
+@pytest.mark.parametrize(
+    "args, culprit",
+    [
+        (
+            ["--family", "nosuch"],
+            "family='nosuch' is not known; allowed: ['qwen3', 'llama', 'olmo3']",
+        ),
+        (["--profile", "nosuch", "--max-steps", "2"], "profile='nosuch' is not known"),
+        (["--schedule", "0.2,x,1"], "--schedule '0.2,x,1'"),
+    ],
+)
+def test_cli_names_unknown_family_profile_and_schedule(tmp_path, capsys, args, culprit):
+    code, _, err = _cli(capsys, "--method", "pw_opsd", "--root", str(tmp_path), *args)
+    assert code == 2 and culprit in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_refuses_an_unwritable_root(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, _, err = _cli(capsys, "--method", "opsd", "--root", str(blocker / "runs"))
+    assert code == 2 and "--root" in err and "is a file" in err and err.count("\n") == 1
+
+
+def test_max_steps_has_one_meaning_and_the_launch_line_reproduces_the_plan(tmp_path, capsys):
+    base = ["--method", "pw_opsd", "--root", str(tmp_path), "--dry-run"]
+    _, by_flag, _ = _cli(capsys, *base, "--max-steps", "12")
+    _, by_set, _ = _cli(capsys, *base, "--set", "max_steps=12")
+    assert json.loads(by_flag)["evaluated_step"] == json.loads(by_set)["evaluated_step"] == 12
+    _, planned, _ = _cli(
+        capsys, *base, "--schedule", "0.2,0.4,0.1", "--family", "llama", "--seed", "2",
+        "--max-steps", "12", "--set", "tau_clip=0.25", "--set", "learning_rate=3e-4",
+    )  # fmt: skip
+    plan_a = json.loads(planned)
+    launch = plan_a["launch"].split()
+    assert launch[:3] == ["python", "-m", "pwopsd.train"]
+    _, again, _ = _cli(capsys, *launch[3:], "--dry-run")
+    assert json.loads(again) == plan_a
+
+
+# --- corrupt checkpoints and metrics, moved run directories --------------------------------
+
+
+def _copy_run(finished_run, root: Path) -> RunSpec:
+    """The finished tiny run copied under another root (a moved run directory)."""
+    spec, result, _ = finished_run
+    moved = RunSpec(spec.method, spec.seed, spec.family, spec.schedule, spec.profile,
+                    spec.overrides, str(root))  # fmt: skip
+    shutil.copytree(result.run_dir, moved.run_dir())
+    return moved
+
+
+def test_a_truncated_final_adapter_is_set_aside_and_retrained_identically(finished_run, tmp_path):
+    spec, result, _ = finished_run
+    moved = _copy_run(finished_run, tmp_path)
+    rd = moved.run_dir()
+    adapter = rd / "checkpoints/step-4/adapter/adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="step-4 is corrupt .*adapter_model.safetensors"):
+        again = train(moved, progress=False)
+    assert not again.reused  # verified before reuse, resumed from step-2, not reused broken
+    assert (rd / "checkpoints/step-4.corrupt").is_dir()
+    original = result.run_dir / "checkpoints/step-4/adapter/adapter_model.safetensors"
+    assert adapter.read_bytes() == original.read_bytes()
+    rows = [json.loads(x) for x in (rd / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def _unfinish(finished_run, root: Path) -> RunSpec:
+    """A copy of the run as if killed after step 4's metrics row, before its checkpoint."""
+    moved = _copy_run(finished_run, root)
+    rd = moved.run_dir()
+    (rd / "DONE.json").unlink()
+    shutil.rmtree(rd / "checkpoints/step-4")
+    return moved
+
+
+def test_resume_drops_only_a_torn_last_metrics_line(finished_run, tmp_path):
+    moved = _unfinish(finished_run, tmp_path)
+    path = moved.run_dir() / "metrics.jsonl"
+    text = path.read_text()
+    path.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])  # row 4 torn
+    train(moved, progress=False)
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    ref = [json.loads(x) for x in text.splitlines()]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in ref]
+
+
+def test_a_corrupt_middle_metrics_row_is_an_error_naming_the_line(finished_run, tmp_path):
+    from pwopsd.jsonl import CorruptFileError
+
+    moved = _unfinish(finished_run, tmp_path)
+    path = moved.run_dir() / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][:-5]
+    broken = "\n".join(lines) + "\n"
+    path.write_text(broken)
+    with pytest.raises(CorruptFileError, match=r"metrics.jsonl, line 2"):
+        train(moved, progress=False)
+    assert path.read_text() == broken  # nothing rewritten, no valid row lost

@@ -12,6 +12,8 @@ import json
 import sys
 
 from pwopsd.config import ConfigError, DiagnosticConfig
+from pwopsd.diagnostic import phases
+from pwopsd.diagnostic.figures import verdict
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,14 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from pwopsd.diagnostic import phases
-
     if dry:
         print(json.dumps(phases.plan_summary(cfg, cfg.get_profile()), indent=2))
         return 0
     result = phases.run(cfg)
-    from pwopsd.diagnostic.figures import verdict
-
     print(verdict({"rows": result["table1"]}))
     return 0
 

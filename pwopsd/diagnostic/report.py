@@ -10,8 +10,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from pwopsd import jsonl
 from pwopsd.config import DiagnosticConfig
-from pwopsd.diagnostic.store import read_jsonl
+from pwopsd.diagnostic.stats import (
+    auroc,
+    cluster_bootstrap_ci,
+    residual_auprc,
+    residual_auroc,
+    single_label_groups,
+)
 from pwopsd.grading import is_correct
 
 LABELS = ("diversity", "real_uncertain", "gray")
@@ -33,12 +42,12 @@ def label_candidate(viabilities: list[float], cfg: DiagnosticConfig) -> str:
 def phase_f(ctx: Any) -> list[dict[str, Any]]:
     """One record per candidate: its scores, children's viabilities and label."""
     cfg = ctx.cfg
-    spines = {s["pid"]: s for s in read_jsonl(ctx.file("A"))}
-    mc = {d["pid"]: d for d in read_jsonl(ctx.file("D"))}
+    spines = {s["problem_key"]: s for s in jsonl.read(ctx.file("A"))}
+    mc = {d["problem_key"]: d for d in jsonl.read(ctx.file("D"))}
     by_child: dict[tuple, list] = {}
-    for r in read_jsonl(ctx.file("E")):
-        pid, pos, child, _ = r["key"]
-        by_child.setdefault((pid, pos, child), []).append(r["answer"])
+    for r in jsonl.read(ctx.file("E")):
+        key, pos, child, _ = r["key"]  # (problem key, position, forced child, rollout index)
+        by_child.setdefault((key, pos, child), []).append(r["answer"])
     cache: dict[tuple, bool] = {}
 
     def correct(answer: str | None, gold: str) -> bool:
@@ -49,18 +58,19 @@ def phase_f(ctx: Any) -> list[dict[str, Any]]:
         return cache[(answer, gold)]
 
     records = []
-    for c in read_jsonl(ctx.file("C")):
-        s = spines[c["pid"]]
-        d = mc.get(c["pid"], {}).get("scores", {})
+    for c in jsonl.read(ctx.file("C")):
+        key = c["problem_key"]
+        s = spines[key]
+        d = mc.get(key, {}).get("scores", {})
         for j, cand in enumerate(c["candidates"]):
-            answers = [by_child.get((c["pid"], cand["pos"], ch), []) for ch in cand["children"]]
+            answers = [by_child.get((key, cand["pos"], ch), []) for ch in cand["children"]]
             complete = all(len(a) == cfg.rollouts_per_child for a in answers)
             via = [
                 sum(correct(a, s["gold"]) for a in ans) / len(ans) if ans else 0.0
                 for ans in answers
             ]
             rec = {
-                "pid": c["pid"],
+                "problem_key": key,
                 "pool": s["pool"],
                 "spine_correct": s["correct"],
                 **{
@@ -102,19 +112,9 @@ def score_definitions(orientation: str) -> list[tuple[str, str, Callable[[dict],
 
 def table1(records: list[dict[str, Any]], cfg: DiagnosticConfig) -> list[dict[str, Any]]:
     """One row per score over the labelled (diversity / real-uncertain) candidates."""
-    import numpy as np
-
-    from pwopsd.diagnostic.stats import (
-        auroc,
-        cluster_bootstrap_ci,
-        residual_auprc,
-        residual_auroc,
-        single_label_groups,
-    )
-
     lab = [r for r in records if r["label"] in ("diversity", "real_uncertain")]
     y = np.array([r["label"] == "real_uncertain" for r in lab], dtype=int)
-    g = np.array([r["pid"] for r in lab])
+    g = np.array([r["problem_key"] for r in lab])
     rows = []
     for name, orient, fn in score_definitions(cfg.position_orientation):
         usable = [i for i, r in enumerate(lab) if _has(r, fn)]

@@ -1,19 +1,24 @@
-"""The diagnostic's files on disk: JSONL rows appended one by one, and the run's plan.
+"""The diagnostic's files on disk: the phase files, the scratch directory's name, the plan.
 
-Each phase A-E appends one JSON row per finished item, flushed and fsynced before the next,
-so a SIGKILL loses at most the rows in flight; a torn last line is ignored on reading and
-fenced off on the next append. ``plan.json`` records the settings the files were made with.
+Each phase A-E appends one JSON row per finished item through :func:`pwopsd.jsonl.append`
+(flushed and fsynced before the next), so a SIGKILL loses at most the rows in flight. Files
+are read under :func:`pwopsd.jsonl.read`'s rule: a torn last line is dropped (and cut off by
+:func:`resume` before a phase appends again); a bad line anywhere else is an error naming it.
+``plan.json`` records the settings the files were made with (:func:`check_plan`).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import ConfigError, DiagnosticConfig
-from pwopsd.provenance import model_fingerprint, write_json
+from pwopsd import jsonl
+from pwopsd.config import DiagnosticConfig
+from pwopsd.provenance import model_fingerprint
+
+SCRATCH_FORMAT = 2
+"""Layout of the phase files, recorded in ``plan.json``: 2 names a problem ``problem_key`` in
+every row (1, unrecorded, called it ``pid``); a scratch directory of another layout is refused."""
 
 # Settings each phase's files depend on (a changed one invalidates that phase and later ones).
 _PHASE_KEYS = {
@@ -27,46 +32,13 @@ _PHASE_KEYS = {
 }  # fmt: skip
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a phase file; a torn (unparsable) row, as a SIGKILL can leave last, is dropped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+def resume(path: Path) -> list[dict[str, Any]]:
+    """The rows a phase already wrote to ``path``; a torn last line (a kill mid-write) is cut
+    off the file, so the rows the phase appends next start on a clean line."""
+    return jsonl.read(path, repair=True)
 
 
-class Appender:
-    """Append JSON rows to a file, each flushed and fsynced before the next is accepted."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Repair a torn last line: start the next row on a fresh line.
-        torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-        self.f = path.open("a")
-        if torn:
-            self.f.write("\n")
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.f.write(json.dumps(row, separators=(",", ":")) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        self.f.close()
-
-    def __enter__(self) -> Appender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def sample_tag(cfg: DiagnosticConfig) -> str:
+def settings_tag(cfg: DiagnosticConfig) -> str:
     """Name of a run's scratch directory: the seed, then every setting phases A-E depend on
     that differs from its default ("seed1-full" for the default configuration)."""
     default = type(cfg)()
@@ -87,20 +59,20 @@ def check_plan(scratch: Path, cfg: DiagnosticConfig, model: str) -> None:
 
     Settings that only F and G read (thresholds, orientation, bootstrap) may change freely.
     The model's fingerprint is part of the plan: a checkpoint retrained in place (same path,
-    new weights) does not resume from the old one's spines.
+    new weights) does not resume from the old one's spines. The refusal
+    (:class:`pwopsd.jsonl.SettingsMismatch`, a ``ConfigError``) names each differing setting
+    with the files' value and today's.
     """
-    want = {"model": model, "model_fingerprint": model_fingerprint(model)}
+    want = {
+        "scratch_format": SCRATCH_FORMAT,
+        "model": model,
+        "model_fingerprint": model_fingerprint(model),
+    }
     for keys in _PHASE_KEYS.values():
         want.update({k: getattr(cfg, k) for k in keys})
-    path = scratch / "plan.json"
-    if path.exists():
-        have = json.loads(path.read_text())
-        diff = sorted(k for k in want if have.get(k) != want[k])
-        if diff:
-            shown = ", ".join(f"{k}: files {have.get(k)!r} vs now {want[k]!r}" for k in diff)
-            raise ConfigError(
-                f"{scratch} holds a diagnostic run made with other settings ({shown}); pass "
-                "another out_dir or delete that scratch directory to start afresh"
-            )
-        return
-    write_json(path, want)
+    jsonl.check_settings(
+        scratch / "plan.json",
+        want,
+        what="a diagnostic run",
+        fix="pass another out_dir or delete that scratch directory to start afresh",
+    )

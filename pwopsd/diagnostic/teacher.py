@@ -5,24 +5,16 @@
 * candidate selection (plausibility floor, spacing, nothing from the final ``\\boxed`` on);
 * MC dropout through forward hooks on the last decoder layers, and its three scores.
 
-No files and no engines here: :mod:`pwopsd.diagnostic.phases` feeds these.
+No files and no engines here: :mod:`pwopsd.diagnostic.teacher_phases` feeds these.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from pwopsd.config import DiagnosticConfig
-
-
-def eos_ids(tokenizer: Any, model_config: Any = None) -> set[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    gen_eos = getattr(model_config, "eos_token_id", None) if model_config is not None else None
-    if isinstance(gen_eos, int):
-        ids.add(gen_eos)
-    elif isinstance(gen_eos, list | tuple):
-        ids.update(int(x) for x in gen_eos)
-    return ids
 
 
 def valid_token_mask(tokenizer: Any, vocab_size: int, eos: set[int]) -> list[bool]:
@@ -65,8 +57,6 @@ def boxed_start(tokenizer: Any, ids: list[int]) -> int | None:
 
 def hidden_states(net: Any, ids: list[int]) -> Any:
     """Last hidden states [T, H] (after the final norm) of one sequence."""
-    import torch
-
     base = getattr(net, net.base_model_prefix)
     x = torch.tensor([ids], device=net.device)
     return base(input_ids=x).last_hidden_state[0]
@@ -82,8 +72,6 @@ def teacher_position_stats(
     probability of the spine token, and the top ``n_children`` valid ids with their
     probabilities.
     """
-    import torch
-
     logp = torch.log_softmax(logits.float(), dim=-1)  # [T, V]
     p = logp.exp()
     full_h = -(p * logp).sum(-1)  # [T]
@@ -179,16 +167,12 @@ class DropoutHooks:
     """
 
     def __init__(self, net: Any, n_layers: int, p: float, seed: int) -> None:
-        import torch
-
         self.layers = list(decoder_layers(net))[-n_layers:]
         self.p = p
         self.gen = torch.Generator(device=net.device).manual_seed(seed)
         self.handles: list[Any] = []
 
     def _hook(self, module: Any, args: Any, output: Any) -> Any:
-        import torch
-
         h = output[0] if isinstance(output, tuple) else output
         if self.p > 0:
             keep = torch.rand(h.shape, generator=self.gen, device=h.device) >= self.p
@@ -233,8 +217,6 @@ def mc_scores(probs: Any, top_k: int, valid: Any) -> dict[str, list[float]]:
       valid tokens of the mean: m_j (1 - m_j) / v_j - 1, combined by a geometric mean over
       the components with v_j > 0 (our choice of estimator). Large = confident.
     """
-    import torch
-
     eps = 1e-12
     mean = probs.mean(0)  # [N, V]
     pred_h = -(mean * (mean + eps).log()).sum(-1)
