@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,3 +179,61 @@ class StepStats:
                 self.extremes[key] = pick(self.extremes.get(key, value), value)
             else:
                 self.weighted[key] = self.weighted.get(key, 0.0) + value * micro.valid_tokens
+
+
+def _all_sum(x: float, acc: Any) -> float:
+    if acc.num_processes == 1:
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=acc.device)
+    return float(acc.reduce(t, reduction="sum").item())
+
+
+def _all_pick(x: float, acc: Any, pick: Any) -> float:
+    if acc.num_processes == 1:
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=acc.device)
+    return float(pick(acc.gather(t)).item())
+
+
+def metrics_row(
+    cfg: TrainConfig,
+    acc: Any,
+    step: int,
+    stats: StepStats,
+    grad_norm: float,
+    lr: float,
+    vocab: int,
+    t_step: float,
+) -> dict[str, Any]:
+    """One row of ``metrics.jsonl``: the step's sums over micro-batches and processes."""
+    tokens = _all_sum(stats.valid_tokens, acc)
+    rows = max(_all_sum(stats.rows, acc), 1)
+    rollout_tokens = _all_sum(stats.rollout_tokens, acc)
+    n_micro = cfg.prompts_per_step // cfg.micro_batch
+    weighted = {k: _all_sum(v, acc) / max(tokens, 1) for k, v in stats.weighted.items()}
+    row: dict[str, Any] = {
+        "step": step + 1,
+        "loss": _all_sum(stats.loss, acc) / n_micro,
+        # EOPD and REOPOLD have no clipped forward KL: their rows log None, not 0
+        "fkl_token_mean": weighted.pop("fkl_token_mean", None),
+        "completion_len_mean": rollout_tokens / rows,
+        "completion_len_max": int(_all_pick(stats.longest, acc, torch.max)),
+        "frac_truncated": _all_sum(stats.truncated, acc) / rows,
+        "empty": int(_all_sum(stats.empty, acc)),
+        "cut_to_fit": int(_all_sum(stats.cut_to_fit, acc)),
+        "prompt_too_long": int(_all_sum(stats.prompt_too_long, acc)),
+        "valid_tokens": int(tokens),
+        "rollout_tokens_per_s": rollout_tokens / max(_all_sum(stats.rollout_seconds, acc), 1e-9),
+        "update_tokens_per_s": tokens / max(_all_sum(stats.update_seconds, acc), 1e-9),
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "seconds": time.perf_counter() - t_step,
+    }
+    row.update(weighted)  # position_weight_mean, the EOPD and REOPOLD terms
+    for key, value in sorted(stats.extremes.items()):
+        row[key] = _all_pick(value, acc, torch.min if key.endswith("_min") else torch.max)
+    if cfg.clip_stats:
+        capped_tokens, capped_entries, valid = (_all_sum(v, acc) for v in stats.clip)
+        row["clip_frac_tokens"] = capped_tokens / max(valid, 1)
+        row["clip_frac_entries"] = capped_entries / max(valid * vocab, 1)
+    return row
