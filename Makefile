@@ -55,17 +55,17 @@ sync-notebooks: $(STAMP)  ## after editing notebooks/*.py, refresh the paired .i
 	$(VENV)/bin/jupytext --sync notebooks/*.py
 
 toy-data: $(STAMP)  ## regenerate data/toy/*.jsonl
-	$(PY) -m pwopsd.toy.build_data
+	$(PY) -m pwopsd.toy data
 
 toy-models: $(STAMP)  ## retrain the three shipped toy checkpoints (2400 steps, seed 0, FAMILY_SETTINGS; see each pretrain_log.json)
-	$(PY) -m pwopsd.toy.pretrain --family all
+	$(PY) -m pwopsd.toy pretrain --family all
 
 calibrate: $(STAMP)  ## results/toy/calibration.json: scores per template, then each family's teacher_signal
-	$(PY) -m pwopsd.toy.calibrate
-	$(PY) -m pwopsd.toy.teacher_signal
+	$(PY) -m pwopsd.toy calibrate
+	$(PY) -m pwopsd.toy teacher-signal
 
 teacher-signal: $(STAMP)  ## only the teacher-signal measurement (toy_val rollouts, HF forwards) into calibration.json
-	$(PY) -m pwopsd.toy.teacher_signal
+	$(PY) -m pwopsd.toy teacher-signal
 
 bench: bench-loss bench-grading bench-rollout  ## loss, grading and rollout benchmarks -> results/bench/*.json
 

@@ -7,6 +7,7 @@ book can always be traced to the code and machine that produced it.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -15,6 +16,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import psutil
+import torch
 
 from pwopsd.config import REPO_ROOT
 
@@ -89,20 +93,10 @@ def hardware() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
     }
-    try:
-        import psutil
-
-        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-            info["gpu_count"] = torch.cuda.device_count()
-    except ImportError:
-        pass
+    info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
     return info
 
 
@@ -146,8 +140,6 @@ def write_results(path: str | Path, results: dict[str, Any], **prov: Any) -> Pat
 def model_fingerprint(model: str, hash_below: int = 64 * 2**20) -> str:
     """SHA-256 over a local model directory's files (name, size, and the content of files under
     ``hash_below`` bytes, the modification time of larger ones); a hub name is its own print."""
-    import hashlib
-
     root = Path(model).expanduser()
     if not root.is_dir():
         return f"hub:{model}"

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from pwopsd.toy.calibrate import CALIBRATION_PATH, band_checks, band_note
-from pwopsd.toy.models import FAMILIES
 from pwopsd.toy.teacher_signal import signal_checks, summarise
+from pwopsd.vocab import FAMILIES
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_recorded_checks_match_the_numbers(calibration) -> None:
 def test_teacher_signal_recorded_with_its_checks(calibration) -> None:
     for family, entry in calibration.items():
         signal = entry.get("teacher_signal")
-        assert signal, f"{family}: no teacher_signal; run `python -m pwopsd.toy.teacher_signal`"
+        assert signal, f"{family}: no teacher_signal; run `python -m pwopsd.toy teacher-signal`"
         assert signal["set"] == "toy_val"
         assert 0.0 <= signal["format_share"] <= 1.0
         assert 0.0 <= signal["first_wrong_teacher_wins"] <= 1.0

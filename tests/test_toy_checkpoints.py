@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pwopsd import prompts
 from pwopsd.config import get_profile
 from pwopsd.toy import CheckpointError, check_checkpoint
-from pwopsd.toy.models import FAMILIES
 from pwopsd.toy.tokenizer import IM_END, PHRASE_TOKENS
+from pwopsd.vocab import FAMILIES
 
 PATHS = get_profile("toy").models
 ARCHS = {"qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM", "olmo3": "Olmo3ForCausalLM"}
@@ -79,7 +79,7 @@ def test_missing_checkpoint_names_path_and_fix(tmp_path) -> None:
     with pytest.raises(CheckpointError) as err:
         check_checkpoint(missing)
     msg = str(err.value)
-    assert str(missing) in msg and "python -m pwopsd.toy.pretrain --family llama" in msg
+    assert str(missing) in msg and "python -m pwopsd.toy pretrain --family llama" in msg
 
 
 @pytest.mark.parametrize("damage", ["truncate_weights", "drop_tokenizer", "garble_config"])
@@ -96,4 +96,4 @@ def test_corrupt_checkpoint_names_path_and_fix(tmp_path, damage) -> None:
     with pytest.raises(CheckpointError) as err:
         check_checkpoint(broken)
     msg = str(err.value)
-    assert str(broken) in msg and "pwopsd.toy.pretrain --family qwen3" in msg
+    assert str(broken) in msg and "pwopsd.toy pretrain --family qwen3" in msg

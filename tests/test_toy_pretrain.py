@@ -13,18 +13,15 @@ from safetensors.torch import load_file
 from pwopsd.config import get_profile
 from pwopsd.toy import check_checkpoint, task
 from pwopsd.toy import tokenizer as toy_tokenizer
+from pwopsd.toy.__main__ import main
+from pwopsd.toy.examples import completion_text, make_example, redo_completion, tokenize_masked
 from pwopsd.toy.pretrain import (
     FAMILY_SETTINGS,
     Mixture,
     PretrainConfig,
     build_tokenizer,
-    completion_text,
     family_config,
-    main,
-    make_example,
     pretrain,
-    redo_completion,
-    tokenize_masked,
 )
 
 
@@ -191,8 +188,8 @@ def test_shipped_checkpoints_were_trained_with_their_family_config() -> None:
 
 def test_cli_refuses_a_bad_setting_before_training(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
-        main(["--family", "qwen3", "--lr", "0", "--out", str(tmp_path)])
+        main(["pretrain", "--family", "qwen3", "--lr", "0", "--out", str(tmp_path)])
     assert "--lr" in capsys.readouterr().err
     with pytest.raises(ValueError, match="student_slip_share"):
-        main(["--family", "all", "--student-slip-share", "2", "--out", str(tmp_path)])
+        main(["pretrain", "--family", "all", "--student-slip-share", "2", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing trained or written

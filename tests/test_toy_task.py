@@ -8,9 +8,10 @@ import re
 
 import pytest
 
-from pwopsd.config import TOY_BENCHMARK_NAMES, TOY_DATA_DIR, get_profile
+from pwopsd.config import TOY_DATA_DIR, get_profile
 from pwopsd.evaluate import extract_answer, is_correct
 from pwopsd.toy import build_data, task
+from pwopsd.vocab import TOY_BENCHMARKS
 
 STEP = re.compile(r"^(\d+)([*+])(\d+)=(\d+)$")
 
@@ -103,16 +104,16 @@ def test_shipped_data_matches_the_generator(tmp_path) -> None:
     counts = build_data.build(tmp_path)
     assert counts["train"] == build_data.TRAIN_SIZE
     assert counts[build_data.VAL_NAME] == build_data.EVAL_SIZE
-    for name in (*TOY_BENCHMARK_NAMES, build_data.VAL_NAME, "train"):
+    for name in (*TOY_BENCHMARKS, build_data.VAL_NAME, "train"):
         shipped = TOY_DATA_DIR / f"{name}.jsonl"
         assert shipped.read_bytes() == (tmp_path / f"{name}.jsonl").read_bytes(), (
-            f"{shipped} differs from `python -m pwopsd.toy.build_data`"
+            f"{shipped} differs from `python -m pwopsd.toy data`"
         )
 
 
 def test_benchmark_rows_grade_correct_and_rise_in_difficulty() -> None:
     profile = get_profile("toy")
-    assert [b.name for b in profile.benchmarks] == list(TOY_BENCHMARK_NAMES)
+    assert [b.name for b in profile.benchmarks] == list(TOY_BENCHMARKS)
     eval_texts = set()
     mean_steps = []
     for spec in profile.benchmarks:

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from pwopsd.toy.models import FAMILIES
+from pwopsd.vocab import FAMILIES
 
 
 @pytest.mark.vllm
@@ -22,7 +22,7 @@ from pwopsd.toy.models import FAMILIES
 def test_vllm_logprobs_match_hf_for_every_family() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the engine factory sizes the KV cache
     proc = subprocess.run(
-        [sys.executable, "-m", "pwopsd.toy.calibrate", "--logprobs-only"],
+        [sys.executable, "-m", "pwopsd.toy", "calibrate", "--logprobs-only"],
         capture_output=True,
         text=True,
         env=env,

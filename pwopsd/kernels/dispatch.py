@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 
+from pwopsd.kernels import triton_fkl
 from pwopsd.kernels.chunked import chunked_clipped_fkl, weighted_chunked_clipped_fkl
 from pwopsd.kernels.reference import reference_per_token_clipped_fkl
 from pwopsd.kernels.validate import check_coefficients, check_logits_pair, check_temperature_clip
@@ -43,11 +44,7 @@ this is non-empty. Unsupported inputs (fp64, CPU tensors) are never recorded her
 
 @functools.cache
 def _triton_imports() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return triton_fkl.triton is not None  # triton_fkl imports Triton when it is installed
 
 
 def triton_available(device: torch.device | str | None = None) -> bool:
@@ -62,8 +59,6 @@ def triton_available(device: torch.device | str | None = None) -> bool:
 
 def triton_unsupported_reason(student: Tensor, teacher: Tensor) -> str | None:
     """Why the Triton kernel cannot take these logits (dtype, device), or None when it can."""
-    from pwopsd.kernels import triton_fkl  # importable without Triton or CUDA
-
     return triton_fkl.unsupported_reason(student, teacher)
 
 
@@ -141,8 +136,6 @@ def per_token_clipped_fkl(
         return run_chunked()
 
     def run_triton() -> Tensor:
-        from pwopsd.kernels import triton_fkl
-
         return triton_fkl.triton_clipped_fkl(student_logits, teacher_logits, temperature, tau_clip)
 
     return _run_triton(auto, student_logits, teacher_logits, run_triton, run_chunked)
@@ -197,8 +190,6 @@ def weighted_clipped_fkl(
         return run_chunked()
 
     def run_triton() -> tuple[Tensor, Tensor]:
-        from pwopsd.kernels import triton_fkl
-
         return triton_fkl.weighted_triton_clipped_fkl(
             student_logits, teacher_logits, coefficients, temperature, tau_clip
         )

@@ -1,6 +1,6 @@
 """Write the toy data: a training corpus and four held-out sets of rising difficulty.
 
-``python -m pwopsd.toy.build_data [--out DIR]`` writes, deterministically (fixed seeds):
+``python -m pwopsd.toy data [--out DIR]`` writes, deterministically (fixed seeds):
 
 * ``train.jsonl``: 4,000 problems with reference solutions along random valid routes (the
   stand-in for OpenThoughts-Math-30k; columns ``problem``, ``solution``, plus ``id``,
@@ -18,24 +18,22 @@ excludes them too: see :func:`heldout_problem_texts`).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from pwopsd.config import TOY_BENCHMARK_NAMES, TOY_DATA_DIR
+from pwopsd.config import TOY_DATA_DIR
 from pwopsd.toy.task import Difficulty, make_rows
+from pwopsd.vocab import TOY_BENCHMARKS
 
 EVAL_SIZE = 64
 TRAIN_SIZE = 4000
 TRAIN_DIFFICULTY = Difficulty(min_terms=1, max_terms=5, max_factor=5)
 EVAL_DIFFICULTIES = {
-    "toy_math500": Difficulty(2, 2, max_factor=5),
-    "toy_aime24": Difficulty(3, 3, max_factor=5),
-    "toy_aime25": Difficulty(4, 4, max_factor=5),
-    "toy_hmmt25": Difficulty(5, 5, max_factor=5),
+    name: Difficulty(terms, terms, max_factor=5)
+    for name, terms in zip(TOY_BENCHMARKS, (2, 3, 4, 5), strict=True)
 }
-assert tuple(EVAL_DIFFICULTIES) == TOY_BENCHMARK_NAMES
-EVAL_SEEDS = {name: 1000 + i for i, name in enumerate(TOY_BENCHMARK_NAMES)}
+"""Benchmark set -> its difficulty: toy_math500 2 terms, toy_aime24 3, toy_aime25 4, toy_hmmt25 5."""
+EVAL_SEEDS = {name: 1000 + i for i, name in enumerate(TOY_BENCHMARKS)}
 TRAIN_SEED = 7
 VAL_NAME = "toy_val"
 VAL_DIFFICULTY = Difficulty(2, 5, max_factor=5)
@@ -74,6 +72,7 @@ def train_set(exclude: set[str] | None = None) -> list[dict[str, str]]:
 
 
 def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write ``rows`` to ``path``, one JSON object a line (parent folders made)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for row in rows:
@@ -90,15 +89,3 @@ def build(out_dir: Path = TOY_DATA_DIR) -> dict[str, int]:
     for name, rows in sets.items():
         write_jsonl(out_dir / f"{name}.jsonl", rows)
     return {name: len(rows) for name, rows in sets.items()}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=TOY_DATA_DIR, help="output directory")
-    args = parser.parse_args(argv)
-    for name, n in build(args.out).items():
-        print(f"{args.out / (name + '.jsonl')}: {n} rows")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Calibrate the shipped toy checkpoints (issue 3, "Deliver" 5).
 
-``python -m pwopsd.toy.calibrate [--families qwen3 llama olmo3] [--set toy_aime24]`` samples
+``python -m pwopsd.toy calibrate [--families qwen3 llama olmo3] [--set toy_aime24]`` samples
 each family's checkpoint with vLLM under the toy profile's evaluation settings (n=12,
 temperature 1.0, top_p 0.95, no top-k, 384 new tokens) on the mid-difficulty set, under
 four prompt templates rendered by ``pwopsd.prompts``:
@@ -21,16 +21,16 @@ Avg@12, solution teacher >= student + 0.15, answer-only teacher >= student + 0.1
 mean completion length within 30% of the student's), also measures how far vLLM's
 sampled-token logprobs are from the HF model's log-softmax on the same tokens, and writes
 ``results/toy/calibration.json``: one entry per family, each with its own "provenance"
-block. ``python -m pwopsd.toy.teacher_signal`` then adds each family's ``teacher_signal``
+block. ``python -m pwopsd.toy teacher-signal`` then adds each family's ``teacher_signal``
 (``make calibrate`` runs both).
 
-Each family runs in its own child process (one vLLM engine per process).
-``python -m pwopsd.toy.calibrate --logprobs-only`` runs just the logprob check.
+Each family runs in its own child process (one vLLM engine per process: :func:`calibrate`
+starts ``python -m pwopsd.toy calibrate --worker FAMILY``, which calls :func:`run_family`).
+``python -m pwopsd.toy calibrate --logprobs-only`` runs just the logprob check.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -39,7 +39,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import RESULTS_DIR, TOY_BENCHMARK_NAMES, get_profile
+import torch
+from transformers import AutoModelForCausalLM
+
+from pwopsd import prompts
+from pwopsd.config import RESULTS_DIR, SamplingConfig, get_profile
+from pwopsd.provenance import provenance, write_json
+from pwopsd.sampling import derive_seed, vllm_sampling_params
+from pwopsd.toy.checkpoint import check_checkpoint
+from pwopsd.toy.task import consistent
+from pwopsd.vllm_build import build_vllm
+from pwopsd.vocab import FAMILIES, METRICS
 
 CALIBRATION_PATH = RESULTS_DIR / "toy" / "calibration.json"
 DEFAULT_SET = "toy_aime24"
@@ -54,6 +64,8 @@ BANDS = {
     "answer_gap_min": 0.10,
     "answer_length_tolerance": 0.30,
 }
+PRETRAIN_KEYS = ("steps_done", "wall_seconds", "n_params", "final_loss")
+"""What each entry's provenance copies from the checkpoint's pretrain_log.json."""
 
 
 def _load_rows(set_name: str, max_problems: int | None) -> list[dict[str, str]]:
@@ -64,8 +76,7 @@ def _load_rows(set_name: str, max_problems: int | None) -> list[dict[str, str]]:
 
 
 def render_prompts(tok: Any, template: str, rows: list[dict[str, str]]) -> list[str]:
-    from pwopsd import prompts
-
+    """The prompts of ``template`` for ``rows``, rendered with ``tok``'s chat template."""
     if template == "student":
         return [prompts.student_prompt(tok, r["problem"]) for r in rows]
     if template == "eval":
@@ -85,15 +96,10 @@ def logprob_gap(llm: Any, path: str, tok: Any, n_prompts: int = 4, max_tokens: i
     Temperature 1, no top-p/top-k, so vLLM's reported (raw) logprobs and the model's
     log-softmax are the same quantity.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-    from vllm import SamplingParams
-
-    from pwopsd import prompts
-
     rows = _load_rows("toy_math500", n_prompts)
     texts = [prompts.eval_prompt(tok, r["problem"]) for r in rows]
-    params = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens, logprobs=0)
+    raw = SamplingConfig(n=1, temperature=1.0, top_p=1.0, top_k=-1, max_new_tokens=max_tokens)
+    params = vllm_sampling_params(raw, None, logprobs=True)
     outs = llm.generate(texts, params, use_tqdm=False)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     worst = 0.0
@@ -112,9 +118,6 @@ def logprob_gap(llm: Any, path: str, tok: Any, n_prompts: int = 4, max_tokens: i
 
 def completion_consistent(text: str) -> bool:
     """:func:`pwopsd.toy.task.consistent` on a completion, think tags dropped."""
-    from pwopsd import prompts
-    from pwopsd.toy.task import consistent
-
     return consistent(text.replace(prompts.THINK_OPEN, "").replace(prompts.THINK_CLOSE, ""))
 
 
@@ -135,11 +138,8 @@ def run_family(
 ) -> dict:
     """Calibrate one family in this process (starts one vLLM engine)."""
     from transformers import AutoTokenizer
-    from vllm import SamplingParams
 
-    from pwopsd.engine import build_vllm
     from pwopsd.evaluate import extract_answer, problem_metrics
-    from pwopsd.sampling import derive_seed
     from pwopsd.toy.checkpoint import check_checkpoint
 
     profile = get_profile("toy")
@@ -161,14 +161,7 @@ def run_family(
         # then do not depend on batch composition, so reruns give the same numbers.
         prompts = [p for p in render_prompts(tok, template, rows) for _ in range(n)]
         params = [
-            SamplingParams(
-                n=1,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                top_k=s.top_k,
-                max_tokens=s.max_new_tokens,
-                seed=derive_seed(0, family, set_name, template, row["id"], j),
-            )
+            vllm_sampling_params(s, derive_seed(0, family, set_name, template, row["id"], j))
             for row in rows
             for j in range(n)
         ]
@@ -225,130 +218,116 @@ def band_note(entry: dict) -> str:
     return "not met: " + ", ".join(unmet) + " (why: book/toy_world.md)"
 
 
-def _run_child(family: str, args: argparse.Namespace) -> dict:
+def checkpoint_paths(families: list[str], checkpoints: Path | None = None) -> dict[str, str]:
+    """Family -> its checkpoint: ``checkpoints/toy-<family>`` or the toy profile's model."""
+    models = get_profile("toy").models
+    return {f: str(checkpoints / f"toy-{f}") if checkpoints else models[f] for f in families}
+
+
+def worker_command(
+    family: str,
+    out: Path,
+    set_name: str = DEFAULT_SET,
+    n: int | None = None,
+    max_problems: int | None = None,
+    logprobs_only: bool = False,
+    checkpoints: Path | None = None,
+) -> list[str]:
+    """The child process that runs :func:`run_family` and writes its entry to ``out``."""
+    cmd = [sys.executable, "-m", "pwopsd.toy", "calibrate", "--worker", family]
+    cmd += ["--worker-out", str(out), "--set", set_name]
+    if n:
+        cmd += ["--n", str(n)]
+    if max_problems:
+        cmd += ["--max-problems", str(max_problems)]
+    if logprobs_only:
+        cmd.append("--logprobs-only")
+    if checkpoints:
+        cmd += ["--checkpoints", str(checkpoints)]
+    return cmd
+
+
+def _run_child(family: str, **options: Any) -> dict:
+    """:func:`run_family` in a child process (``options``: :func:`worker_command`'s)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "entry.json"
-        cmd = [
-            sys.executable,
-            "-m",
-            "pwopsd.toy.calibrate",
-            "--worker",
-            family,
-            "--worker-out",
-            str(out),
-            "--set",
-            args.set,
-        ]
-        if args.n:
-            cmd += ["--n", str(args.n)]
-        if args.max_problems:
-            cmd += ["--max-problems", str(args.max_problems)]
-        if args.logprobs_only:
-            cmd.append("--logprobs-only")
-        if args.checkpoints:
-            cmd += ["--checkpoints", str(args.checkpoints)]
-        subprocess.run(cmd, check=True)
+        subprocess.run(worker_command(family, out, **options), check=True)
         return json.loads(out.read_text())
 
 
-def print_table(results: dict[str, dict]) -> None:
-    print(
-        f"\n{'family':8} {'template':17} {'avg':>6} {'pass':>6} {'maj':>6} {'invalid':>8}"
-        f" {'tokens':>7} {'consistent':>10}"
+def _provenance(entry: dict, path: str) -> dict:
+    """The provenance block of one family's entry (with its pretraining run's numbers)."""
+    log_path = Path(path) / "pretrain_log.json"
+    pretrain_log = json.loads(log_path.read_text()) if log_path.exists() else None
+    return provenance(
+        profile="toy",
+        seed=0,
+        wall_seconds=entry.get("wall_seconds"),
+        checkpoint=path,
+        sampling=get_profile("toy").eval_sampling.__dict__,
+        pretrain={k: pretrain_log[k] for k in PRETRAIN_KEYS} if pretrain_log else None,
     )
-    for family, entry in results.items():
-        for template in TEMPLATES:
-            m = entry[template]
-            print(
-                f"{family:8} {template:17} {m['avg']:6.3f} {m['pass']:6.3f} {m['maj']:6.3f}"
-                f" {m['invalid']:8.3f} {m['mean_completion_tokens']:7.1f} {m['consistent']:10.3f}"
-            )
-        print(
-            f"{family:8} checks: {entry['checks']}  logprob max|diff|: {entry['logprob_max_abs_diff']:.2e}"
-        )
 
 
-def main(argv: list[str] | None = None) -> None:
-    from pwopsd.toy.models import FAMILIES
+def calibrate(
+    families: list[str],
+    set_name: str = DEFAULT_SET,
+    n: int | None = None,
+    max_problems: int | None = None,
+    logprobs_only: bool = False,
+    checkpoints: Path | None = None,
+) -> dict[str, dict]:
+    """Calibrate ``families``, each in its own child process; returns family -> entry.
 
-    parser = argparse.ArgumentParser(description="Calibrate the toy checkpoints.")
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
-    parser.add_argument("--set", choices=TOY_BENCHMARK_NAMES, default=DEFAULT_SET)
-    parser.add_argument(
-        "--n", type=int, default=None, help="samples per problem (default: profile's 12)"
-    )
-    parser.add_argument("--max-problems", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=CALIBRATION_PATH)
-    parser.add_argument(
-        "--logprobs-only",
-        action="store_true",
-        help="only the vLLM-vs-HF logprob check; prints JSON",
-    )
-    parser.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=None,
-        help="parent dir of toy-<family>/ (default: checkpoints/)",
-    )
-    parser.add_argument("--worker", choices=FAMILIES, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        entry = run_family(
-            args.worker, args.set, args.n, args.max_problems, args.logprobs_only, args.checkpoints
-        )
-        args.worker_out.write_text(json.dumps(entry))
-        return
-    from pwopsd.provenance import provenance, write_json
-    from pwopsd.toy.checkpoint import check_checkpoint
-
-    profile = get_profile("toy")
-    paths = {
-        f: str(args.checkpoints / f"toy-{f}") if args.checkpoints else profile.models[f]
-        for f in args.families
-    }
-    for family in args.families:  # fail before any engine starts
+    Every checkpoint is checked before any engine starts. Full entries carry provenance;
+    ``logprobs_only`` entries hold only ``logprob_max_abs_diff``.
+    """
+    paths = checkpoint_paths(families, checkpoints)
+    for family in families:  # fail before any engine starts
         check_checkpoint(paths[family])
     results: dict[str, dict] = {}
-    for family in args.families:
-        entry = _run_child(family, args)
-        if not args.logprobs_only:
-            log_path = Path(paths[family]) / "pretrain_log.json"
-            pretrain_log = json.loads(log_path.read_text()) if log_path.exists() else None
-            entry["provenance"] = provenance(
-                profile="toy",
-                seed=0,
-                wall_seconds=entry.get("wall_seconds"),
-                checkpoint=paths[family],
-                sampling=profile.eval_sampling.__dict__,
-                pretrain={
-                    k: pretrain_log[k]
-                    for k in ("steps_done", "wall_seconds", "n_params", "final_loss")
-                }
-                if pretrain_log
-                else None,
-            )
+    for family in families:
+        entry = _run_child(
+            family,
+            set_name=set_name,
+            n=n,
+            max_problems=max_problems,
+            logprobs_only=logprobs_only,
+            checkpoints=checkpoints,
+        )
+        if not logprobs_only:
+            entry["provenance"] = _provenance(entry, paths[family])
         results[family] = entry
-    if args.logprobs_only:
-        print(json.dumps({f: e["logprob_max_abs_diff"] for f, e in results.items()}))
-        return
-    print_table(results)
-    if args.max_problems or args.n or args.set != DEFAULT_SET:
-        # A reduced run never overwrites the shipped calibration unless --out says where.
-        if args.out == CALIBRATION_PATH:
-            print(f"reduced run: not writing {CALIBRATION_PATH} (pass --out to keep it)")
-            return
-    if args.out.exists():
-        # A run over some families updates their entries and keeps the others.
-        previous = json.loads(args.out.read_text())
+    return results
+
+
+def write_calibration(results: dict[str, dict], out: Path = CALIBRATION_PATH) -> None:
+    """Write ``results`` to ``out``, each entry with its band note. A run over some families
+    updates their entries and keeps the others already in ``out``."""
+    if out.exists():
+        previous = json.loads(out.read_text())
         results = {
             f: results.get(f, previous.get(f)) for f in FAMILIES if f in results or f in previous
         }
     for entry in results.values():
         entry["note"] = band_note(entry)
-    write_json(args.out, results)
-    print(f"wrote {args.out}")
+    write_json(out, results)
 
 
-if __name__ == "__main__":
-    main()
+def print_table(results: dict[str, dict]) -> None:
+    """Each family's scores per template, its band checks and its logprob gap."""
+    metrics = " ".join(f"{k:>6}" for k in METRICS)
+    print(
+        f"\n{'family':8} {'template':17} {metrics} {'invalid':>8} {'tokens':>7} {'consistent':>10}"
+    )
+    for family, entry in results.items():
+        for template in TEMPLATES:
+            m = entry[template]
+            scores = " ".join(f"{m[k]:6.3f}" for k in METRICS)
+            print(
+                f"{family:8} {template:17} {scores}"
+                f" {m['invalid']:8.3f} {m['mean_completion_tokens']:7.1f} {m['consistent']:10.3f}"
+            )
+        print(
+            f"{family:8} checks: {entry['checks']}  logprob max|diff|: {entry['logprob_max_abs_diff']:.2e}"
+        )

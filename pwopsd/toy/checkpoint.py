@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors import safe_open
+
 from pwopsd.config import CHECKPOINTS_DIR
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -26,9 +28,9 @@ def regenerate_command(path: str | Path) -> str:
     if name.startswith("toy-"):
         family = name[len("toy-") :]
         if path.resolve().parent == CHECKPOINTS_DIR.resolve():
-            return f"python -m pwopsd.toy.pretrain --family {family}"
-        return f"python -m pwopsd.toy.pretrain --family {family} --out {path.parent}"
-    return "python -m pwopsd.toy.pretrain --family all"
+            return f"python -m pwopsd.toy pretrain --family {family}"
+        return f"python -m pwopsd.toy pretrain --family {family} --out {path.parent}"
+    return "python -m pwopsd.toy pretrain --family all"
 
 
 def check_checkpoint(path: str | Path) -> Path:
@@ -54,8 +56,6 @@ def check_checkpoint(path: str | Path) -> Path:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise fail(f"has a corrupt {name} ({err})") from err
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path / "model.safetensors"), framework="numpy") as f:
             if not list(f.keys()):
                 raise fail("has a model.safetensors with no tensors")

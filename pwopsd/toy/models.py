@@ -19,8 +19,7 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-FAMILIES = ("qwen3", "llama", "olmo3")
-"""Toy model families, the keys of ``get_profile("toy").models``."""
+from pwopsd.vocab import FAMILIES
 
 HIDDEN = 128
 LAYERS = 4

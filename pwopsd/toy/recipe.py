@@ -1,6 +1,6 @@
 """Tune the toy training recipe on the held-out validation set (never on the evaluation sets).
 
-``python -m pwopsd.toy.recipe [--seeds 1] [--candidates NAME ...]`` trains OPSD with each
+``python -m pwopsd.toy recipe [--seeds 1] [--candidates NAME ...]`` trains OPSD with each
 candidate recipe (a set of TrainConfig overrides on top of the toy profile), evaluates the
 final adapter and the base model on ``data/toy/toy_val.jsonl`` (Avg@12 and Pass@12), and
 writes ``results/toy/recipe_tuning.json`` with provenance. One vLLM engine serves every
@@ -10,13 +10,16 @@ hand (the book's toy-world page shows the table and says which was chosen).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from pwopsd.config import RESULTS_DIR, TOY_DATA_DIR, BenchmarkSpec, get_profile
+from pwopsd.config import RESULTS_DIR, TOY_DATA_DIR, BenchmarkSpec, Profile, get_profile
+from pwopsd.engine import make_engine
+from pwopsd.evaluate import evaluate_model
+from pwopsd.provenance import write_results
+from pwopsd.train import RunSpec, train
 
 CANDIDATES: dict[str, dict[str, Any]] = {
     "profile": {},
@@ -33,6 +36,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 
 VAL_SET = BenchmarkSpec("toy_val", str(TOY_DATA_DIR / "toy_val.jsonl"), label="Toy validation")
 
+RUNS_ROOT = RESULTS_DIR / "toy" / "runs" / "recipe"
+"""Where the candidates' training runs go (``--root``)."""
+EVAL_DIR = RESULTS_DIR / "toy" / "runs" / "recipe_eval"
+"""Where the base model's and each adapter's validation samples go."""
+TUNING_PATH = RESULTS_DIR / "toy" / "recipe_tuning.json"
+"""The tuning table (``--out``)."""
+
 
 def _overrides(changes: dict[str, Any], base: Any) -> tuple[tuple[str, Any], ...]:
     out = dict(changes)
@@ -42,100 +52,89 @@ def _overrides(changes: dict[str, Any], base: Any) -> tuple[tuple[str, Any], ...
     return tuple(sorted(out.items()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pwopsd.toy.recipe", description=__doc__)
-    ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[1])
-    ap.add_argument("--methods", nargs="+", default=["opsd"])
-    ap.add_argument("--n", type=int, default=12)
-    ap.add_argument("--root", default=str(RESULTS_DIR / "toy" / "runs" / "recipe"))
-    ap.add_argument("--out", default=str(RESULTS_DIR / "toy" / "recipe_tuning.json"))
-    args = ap.parse_args(argv)
+def val_set_present() -> bool:
+    """Whether the validation set's file is there (``python -m pwopsd.toy data`` writes it)."""
+    return bool(VAL_SET.source) and Path(VAL_SET.source).is_file()
 
-    from pwopsd.evaluate import evaluate_model
-    from pwopsd.provenance import write_results
-    from pwopsd.sampling import make_engine
-    from pwopsd.train import RunSpec, train
 
-    if not VAL_SET.source or not __import__("pathlib").Path(VAL_SET.source).is_file():
-        print(f"error: the validation set {VAL_SET.source} is missing", file=sys.stderr)
-        return 2
+def val_scores(
+    prof: Profile, engine: Any, n: int, out_dir: Path, adapter: str | None = None
+) -> dict[str, Any]:
+    """Mean (and sd) Avg@n and Pass@n on the validation set, of the base model or ``adapter``."""
+    result = evaluate_model(
+        prof.main_model,
+        [VAL_SET],
+        n=n,
+        seeds=[0],
+        adapter=adapter,
+        out_dir=out_dir,
+        profile=prof,
+        engine=engine,
+        progress=False,
+    )
+    return result["benchmarks"]["toy_val"]["mean_sd"]
+
+
+def tune_candidate(
+    prof: Profile, engine: Any, name: str, method: str, seed: int, n: int, root: str, base: dict
+) -> dict[str, Any]:
+    """Train ``method`` under candidate ``name`` with ``seed`` and score its final adapter:
+    one row of the tuning table (``base``: the base model's :func:`val_scores`)."""
+    changes = CANDIDATES[name]
+    spec = RunSpec(method=method, seed=seed, overrides=_overrides(changes, prof.train), root=root)
+    run = train(spec, engine=engine)
+    out_dir = EVAL_DIR / spec.dir_name / f"seed{seed}"
+    m = val_scores(prof, engine, n, out_dir, adapter=str(run.eval_adapter))
+    print(
+        f"{name:24s} {method:8s} seed {seed}: Avg@{n} "
+        f"{100 * m['avg']['mean']:.1f} (base {100 * base['avg']['mean']:.1f})"
+    )
+    return {
+        "candidate": name,
+        "overrides": {k: v for k, v in changes.items()},
+        "method": method,
+        "seed": seed,
+        "avg": m["avg"]["mean"],
+        "pass": m["pass"]["mean"],
+        "gain_avg": m["avg"]["mean"] - base["avg"]["mean"],
+        "train_seconds": run.summary["provenance"]["wall_seconds"],
+    }
+
+
+def tune(
+    candidates: list[str],
+    seeds: list[int],
+    methods: list[str],
+    n: int = 12,
+    root: str = str(RUNS_ROOT),
+    out: str = str(TUNING_PATH),
+) -> Path:
+    """Score the base model and every (candidate, method, seed) on the validation set with one
+    vLLM engine, and write the table with provenance to ``out``; returns its path."""
     t0 = time.perf_counter()
     prof = get_profile("toy")
     engine = make_engine(
         "vllm", prof.main_model, profile=prof, enable_lora=True, max_lora_rank=prof.train.lora_r
     )
-    eval_dir = RESULTS_DIR / "toy" / "runs" / "recipe_eval"
     rows: list[dict[str, Any]] = []
     try:
-        base = evaluate_model(
-            prof.main_model,
-            [VAL_SET],
-            n=args.n,
-            seeds=[0],
-            out_dir=eval_dir / "base",
-            profile=prof,
-            engine=engine,
-            progress=False,
-        )
-        base_scores = base["benchmarks"]["toy_val"]["mean_sd"]
-        for name in args.candidates:
-            changes = CANDIDATES[name]
-            for method in args.methods:
-                for seed in args.seeds:
-                    spec = RunSpec(
-                        method=method,
-                        seed=seed,
-                        overrides=_overrides(changes, prof.train),
-                        root=args.root,
-                    )
-                    run = train(spec, engine=engine)
-                    s = evaluate_model(
-                        prof.main_model,
-                        [VAL_SET],
-                        n=args.n,
-                        seeds=[0],
-                        adapter=str(run.eval_adapter),
-                        out_dir=eval_dir / spec.dir_name / f"seed{seed}",
-                        profile=prof,
-                        engine=engine,
-                        progress=False,
-                    )
-                    m = s["benchmarks"]["toy_val"]["mean_sd"]
-                    rows.append(
-                        {
-                            "candidate": name,
-                            "overrides": {k: v for k, v in changes.items()},
-                            "method": method,
-                            "seed": seed,
-                            "avg": m["avg"]["mean"],
-                            "pass": m["pass"]["mean"],
-                            "gain_avg": m["avg"]["mean"] - base_scores["avg"]["mean"],
-                            "train_seconds": run.summary["provenance"]["wall_seconds"],
-                        }
-                    )
-                    print(
-                        f"{name:24s} {method:8s} seed {seed}: Avg@{args.n} "
-                        f"{100 * m['avg']['mean']:.1f} (base {100 * base_scores['avg']['mean']:.1f})"
-                    )
+        base = val_scores(prof, engine, n, EVAL_DIR / "base")
+        for name in candidates:
+            for method in methods:
+                for seed in seeds:
+                    rows.append(tune_candidate(prof, engine, name, method, seed, n, root, base))
     finally:
         engine.close()
-    write_results(
-        args.out,
+    return write_results(
+        out,
         {
             "set": VAL_SET.source,
-            "n": args.n,
-            "base": {"avg": base_scores["avg"]["mean"], "pass": base_scores["pass"]["mean"]},
+            "n": n,
+            "base": {"avg": base["avg"]["mean"], "pass": base["pass"]["mean"]},
             "profile_train": dataclasses.asdict(prof.train),
             "rows": rows,
         },
         profile="toy",
-        seed=args.seeds[0],
+        seed=seeds[0],
         wall_seconds=time.perf_counter() - t0,
     )
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

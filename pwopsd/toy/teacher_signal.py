@@ -1,6 +1,6 @@
 """Does the privileged teacher's per-token signal point at the student's mistakes? (issue 9)
 
-``python -m pwopsd.toy.teacher_signal [--families ...] [--set toy_val]`` samples student
+``python -m pwopsd.toy teacher-signal [--families ...] [--set toy_val]`` samples student
 rollouts on the validation set (student template, think-closed; the toy profile's rollout
 sampling: temperature 1.1, top-p 0.95, top-k 20), then scores each rollout as OPSD does
 (PROTOCOL section 1): one HF forward pass of the teacher template (reference solution in
@@ -27,17 +27,30 @@ HF forward passes only: no vLLM engine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pwopsd import prompts
 from pwopsd.config import TOY_DATA_DIR, get_profile
+from pwopsd.grading import extract_answer, is_correct
+from pwopsd.provenance import git_commit, write_json
+from pwopsd.sampling import derive_seed, hf_generate_kwargs
+from pwopsd.toy import task
+from pwopsd.toy.calibrate import CALIBRATION_PATH, band_note
+from pwopsd.toy.checkpoint import check_checkpoint
 
 SIGNAL_SET = "toy_val"
 ROLLOUTS_PER_PROBLEM = 2
 BANDS = {"format_share_max": 0.10, "first_wrong_wins_min": 0.80, "wrong_over_correct_min": 2.0}
+TEACHERS = ("solution", "answer")
+"""The teacher templates scored: reference solution (OPSD's teacher) and answer-only."""
+HEADLINE = ("format_share", "first_wrong_teacher_wins", "wrong_over_correct_fkl")
+"""The three numbers of the signal (bands (a)-(c))."""
 
 
 def token_index_of_char(tok: Any, ids: list[int], offset: int) -> int:
@@ -49,10 +62,10 @@ def token_index_of_char(tok: Any, ids: list[int], offset: int) -> int:
     return len(ids)
 
 
-def _forward_logp(model: Any, prompt_ids: list[int], comp_ids: list[int], temp: float):
+def _forward_logp(
+    model: Any, prompt_ids: list[int], comp_ids: list[int], temp: float
+) -> torch.Tensor:
     """Tempered log-probs [C, V] at the positions that predict each completion token."""
-    import torch
-
     ids = torch.tensor([prompt_ids + comp_ids])  # [1, P + C]
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0].float()  # [P + C, V]
@@ -108,6 +121,93 @@ def signal_checks(signal: dict) -> dict[str, bool]:
     }
 
 
+def _load_rows(set_name: str, max_problems: int | None) -> list[dict[str, str]]:
+    with open(TOY_DATA_DIR / f"{set_name}.jsonl") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return rows[:max_problems] if max_problems else rows
+
+
+def _ids(tok: Any, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def teacher_prompts(tok: Any, row: dict[str, str]) -> dict[str, str]:
+    """Each teacher template's prompt for ``row`` (keys :data:`TEACHERS`)."""
+    return {
+        "solution": prompts.teacher_prompt(tok, row["problem"], row["solution"]),
+        "answer": prompts.answer_prompt(tok, row["problem"], row["answer"]),
+    }
+
+
+def sample_completions(
+    model: Any, tok: Any, prompt_ids: list[int], n: int, roll: Any
+) -> list[list[int] | None]:
+    """``n`` sampled completions of ``prompt_ids`` under rollout sampling ``roll``, each cut
+    after its end-of-turn token; ``None`` for one that never ends (truncated)."""
+    eos = tok.eos_token_id
+    out = model.generate(
+        torch.tensor([prompt_ids] * n),
+        **hf_generate_kwargs(roll, pad_token_id=tok.pad_token_id, eos_token_id=eos),
+    )
+    completions: list[list[int] | None] = []
+    for seq in out.tolist():
+        comp = seq[len(prompt_ids) :]
+        completions.append(comp[: comp.index(eos) + 1] if eos in comp else None)
+    return completions
+
+
+def score_rollout(
+    model: Any,
+    tok: Any,
+    row: dict[str, str],
+    student_ids: list[int],
+    teacher_ids: dict[str, list[int]],
+    comp: list[int],
+    temp: float,
+) -> dict[str, dict]:
+    """Teacher -> the record :func:`summarise` reads, for one completion ``comp`` (ending in
+    its end-of-turn token) of the student prompt ``student_ids``."""
+    text = tok.decode(comp[:-1])
+    correct = is_correct(extract_answer(text), row["answer"])
+    err = None if correct else task.first_error(task.parse_problem(row["problem"]), text)
+    first_wrong = None if err is None else token_index_of_char(tok, comp[:-1], err)
+    box = text.rfind("\\boxed")
+    format_idx = {0, len(comp) - 1}
+    if box >= 0:
+        format_idx.add(token_index_of_char(tok, comp[:-1], box))
+    lp_s = _forward_logp(model, student_ids, comp, temp)
+    records = {}
+    for kind, ids in teacher_ids.items():
+        lp_t = _forward_logp(model, ids, comp, temp)
+        fkl = (lp_t.exp() * (lp_t - lp_s)).sum(-1)  # [C]
+        rec = {
+            "fkl": fkl.tolist(),
+            "format_idx": sorted(format_idx),
+            "correct": correct,
+            "first_wrong": first_wrong,
+        }
+        if first_wrong is not None:
+            token = comp[first_wrong]
+            rec["lp_teacher"] = lp_t[first_wrong, token].item()
+            rec["lp_student"] = lp_s[first_wrong, token].item()
+        records[kind] = rec
+    return records
+
+
+def _signal(records: dict[str, list[dict]], n_truncated: int) -> dict[str, Any]:
+    """The solution teacher's summary and checks, the answer teacher's three numbers beside."""
+    solution = records["solution"]
+    signal = summarise(solution)
+    signal["n_truncated"] = n_truncated
+    signal["student_accuracy"] = (
+        sum(r["correct"] for r in solution) / len(solution) if solution else None
+    )
+    signal["checks"] = signal_checks(signal)
+    answer = summarise(records["answer"])
+    signal["answer_teacher"] = {k: answer[k] for k in HEADLINE}
+    return signal
+
+
 def measure(
     path: str,
     set_name: str = SIGNAL_SET,
@@ -116,89 +216,27 @@ def measure(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Sample student rollouts from the checkpoint at ``path`` and measure the signal."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from pwopsd import prompts
-    from pwopsd.grading import extract_answer, is_correct
-    from pwopsd.sampling import derive_seed
-    from pwopsd.toy import task
-    from pwopsd.toy.checkpoint import check_checkpoint
-
     check_checkpoint(path)
     torch.set_num_threads(1)
     profile = get_profile("toy")
     roll, temp = profile.train.rollout, profile.train.distill_temperature
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    with open(TOY_DATA_DIR / f"{set_name}.jsonl") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    rows = rows[:max_problems] if max_problems else rows
-    eos = tok.eos_token_id
-    records: dict[str, list[dict]] = {"solution": [], "answer": []}
+    rows = _load_rows(set_name, max_problems)
+    records: dict[str, list[dict]] = {kind: [] for kind in TEACHERS}
     n_truncated = 0
     start = time.time()
     for row in rows:
-        problem = task.parse_problem(row["problem"])
-        s_ids = tok(prompts.student_prompt(tok, row["problem"]), add_special_tokens=False)
-        s_ids = s_ids["input_ids"]
-        teachers = {
-            "solution": prompts.teacher_prompt(tok, row["problem"], row["solution"]),
-            "answer": prompts.answer_prompt(tok, row["problem"], row["answer"]),
-        }
-        t_ids = {k: tok(v, add_special_tokens=False)["input_ids"] for k, v in teachers.items()}
+        s_ids = _ids(tok, prompts.student_prompt(tok, row["problem"]))
+        t_ids = {k: _ids(tok, v) for k, v in teacher_prompts(tok, row).items()}
         torch.manual_seed(derive_seed(seed, "teacher_signal", set_name, row["id"]))
-        out = model.generate(
-            torch.tensor([s_ids] * per_problem),
-            do_sample=True,
-            temperature=roll.temperature,
-            top_p=roll.top_p,
-            top_k=roll.top_k,
-            max_new_tokens=roll.max_new_tokens,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=eos,
-        )
-        for seq in out.tolist():
-            comp = seq[len(s_ids) :]
-            if eos not in comp:
+        for comp in sample_completions(model, tok, s_ids, per_problem, roll):
+            if comp is None:
                 n_truncated += 1
                 continue
-            comp = comp[: comp.index(eos) + 1]
-            text = tok.decode(comp[:-1])
-            correct = is_correct(extract_answer(text), row["answer"])
-            err = None if correct else task.first_error(problem, text)
-            first_wrong = None if err is None else token_index_of_char(tok, comp[:-1], err)
-            box = text.rfind("\\boxed")
-            format_idx = {0, len(comp) - 1}
-            if box >= 0:
-                format_idx.add(token_index_of_char(tok, comp[:-1], box))
-            lp_s = _forward_logp(model, s_ids, comp, temp)
-            for kind in ("solution", "answer"):
-                lp_t = _forward_logp(model, t_ids[kind], comp, temp)
-                fkl = (lp_t.exp() * (lp_t - lp_s)).sum(-1)  # [C]
-                rec = {
-                    "fkl": fkl.tolist(),
-                    "format_idx": sorted(format_idx),
-                    "correct": correct,
-                    "first_wrong": first_wrong,
-                }
-                if first_wrong is not None:
-                    token = comp[first_wrong]
-                    rec["lp_teacher"] = lp_t[first_wrong, token].item()
-                    rec["lp_student"] = lp_s[first_wrong, token].item()
+            for kind, rec in score_rollout(model, tok, row, s_ids, t_ids, comp, temp).items():
                 records[kind].append(rec)
-    signal = summarise(records["solution"])
-    signal["n_truncated"] = n_truncated
-    signal["student_accuracy"] = (
-        sum(r["correct"] for r in records["solution"]) / len(records["solution"])
-        if records["solution"]
-        else None
-    )
-    signal["checks"] = signal_checks(signal)
-    answer = summarise(records["answer"])
-    signal["answer_teacher"] = {
-        k: answer[k] for k in ("format_share", "first_wrong_teacher_wins", "wrong_over_correct_fkl")
-    }
+    signal = _signal(records, n_truncated)
     signal.update(
         set=set_name,
         rollouts_per_problem=per_problem,
@@ -211,55 +249,23 @@ def measure(
     return signal
 
 
-def main(argv: list[str] | None = None) -> None:
-    from pwopsd.toy.calibrate import CALIBRATION_PATH
-    from pwopsd.toy.models import FAMILIES
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
-    parser.add_argument("--set", default=SIGNAL_SET, help="held-out set (default: toy_val)")
-    parser.add_argument("--per-problem", type=int, default=ROLLOUTS_PER_PROBLEM)
-    parser.add_argument("--max-problems", type=int, default=None)
-    parser.add_argument(
-        "--checkpoints", type=Path, default=None, help="parent dir of toy-<family>/"
+def summary_line(family: str, sig: dict[str, Any]) -> str:
+    """One line of a family's signal, for the terminal."""
+    return (
+        f"{family}: format_share {sig['format_share']:.3f}  first_wrong_teacher_wins "
+        f"{sig['first_wrong_teacher_wins']}  wrong_over_correct_fkl "
+        f"{sig['wrong_over_correct_fkl']}  (student acc {sig['student_accuracy']:.3f}, "
+        f"{sig['n_wrong']} wrong of {sig['n_rollouts']}) answer teacher: "
+        f"{sig['answer_teacher']}"
     )
-    parser.add_argument("--out", type=Path, default=CALIBRATION_PATH)
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    args = parser.parse_args(argv)
-    profile = get_profile("toy")
-    results = {}
-    for family in args.families:
-        path = (
-            str(args.checkpoints / f"toy-{family}") if args.checkpoints else profile.models[family]
-        )
-        results[family] = measure(path, args.set, args.per_problem, args.max_problems)
-        sig = results[family]
-        print(
-            f"{family}: format_share {sig['format_share']:.3f}  first_wrong_teacher_wins "
-            f"{sig['first_wrong_teacher_wins']}  wrong_over_correct_fkl "
-            f"{sig['wrong_over_correct_fkl']}  (student acc {sig['student_accuracy']:.3f}, "
-            f"{sig['n_wrong']} wrong of {sig['n_rollouts']}) answer teacher: "
-            f"{sig['answer_teacher']}",
-            flush=True,
-        )
-    reduced = (
-        args.max_problems or args.set != SIGNAL_SET or args.per_problem != ROLLOUTS_PER_PROBLEM
-    )
-    if args.no_write or (reduced and args.out == CALIBRATION_PATH):
-        if not args.no_write:
-            print(f"reduced run: not writing {CALIBRATION_PATH} (pass --out to keep it)")
-        return
-    from pwopsd.provenance import git_commit, write_json
-    from pwopsd.toy.calibrate import band_note
 
-    payload = json.loads(args.out.read_text()) if args.out.exists() else {}
+
+def write_signal(results: dict[str, dict], out: Path = CALIBRATION_PATH) -> None:
+    """Write each family's signal under its ``teacher_signal`` in ``out`` (the calibration
+    file; other keys kept) and refresh the family's band note."""
+    payload = json.loads(out.read_text()) if out.exists() else {}
     for family, sig in results.items():
         sig["git_commit"] = git_commit()
         payload.setdefault(family, {})["teacher_signal"] = sig
         payload[family]["note"] = band_note(payload[family])
-    write_json(args.out, payload)
-    print(f"wrote teacher_signal into {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    write_json(out, payload)
