@@ -15,8 +15,7 @@ KEYS = {"score", "auroc", "ci_low", "ci_high", "auprc", "n_real_uncertain", "n_d
 @pytest.fixture(scope="module")
 def table():
     path = OUT / "table1.seed1.json"
-    if not path.exists():
-        pytest.skip("no toy diagnostic results yet: run notebooks/diagnostic.ipynb")
+    assert path.exists(), f"{path} is committed and missing: rerun `make diagnostic SEED=1`"
     return json.loads(path.read_text())
 
 

@@ -37,7 +37,7 @@ def _toy_profile() -> Profile:
         train=TrainConfig(
             lora_r=16,
             lora_alpha=32,
-            # Tuned on toy_val only (python -m pwopsd.toy.recipe, results/toy/recipe_tuning.json).
+            # Tuned on toy_val only (python -m pwopsd.toy recipe, results/toy/recipe_tuning.json).
             learning_rate=1e-3,
             tau_clip=0.5,
             max_grad_norm=1.0,
