@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
+import pandas as pd
+
 from pwopsd.config import REPO_ROOT, BenchmarkSpec
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -60,10 +63,12 @@ def sha256_file(path: str | Path) -> str:
 
 
 def is_local(source: str) -> bool:
+    """True for a local data file (a known suffix, or any existing path), else a hub id."""
     return source.lower().endswith(LOCAL_SUFFIXES) or Path(source).exists()
 
 
 def resolve_local(source: str) -> Path:
+    """A local source as a path; relative paths resolve against the repo root."""
     path = Path(source)
     return path if path.is_absolute() else REPO_ROOT / path
 
@@ -73,8 +78,6 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"data file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pandas as pd
-
         return pd.read_parquet(path).to_dict(orient="records")
     if suffix == ".json":
         rows = json.loads(path.read_text(encoding="utf-8"))
@@ -94,8 +97,6 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_hub(source: str, split: str) -> tuple[list[dict[str, Any]], str]:
-    import datasets
-
     try:
         ds = datasets.load_dataset(source, split=split)
     except Exception as e:

@@ -27,12 +27,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
+from math_verify import parse, verify
+from tqdm.auto import tqdm
+
 TIMEOUT_S = 5
 """math_verify timeout (seconds) for each parse and for the comparison (PROTOCOL section 4)."""
 
 BOXED = "\\boxed"
 
-# math_verify logs a warning for every timeout; the verdict already records it.
+BOOT_TIMEOUT_S = 120.0
+"""How long a grading worker may take to start (spawn, imports) before it is replaced. Its
+pairs' ``hard_timeout_s`` clock starts only once it has started: a slow start on a busy
+machine is not a pair's fault."""
+
+_READY = "ready"
+"""A worker's first message: imports done, grading can start."""
+
+# math_verify logs a warning for every timeout; the verdict already records it. Module level,
+# so it also holds in the pool's spawned workers, which import this module to find their target.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
@@ -100,8 +112,6 @@ def grade_pair(answer: str | None, gold: str, timeout_s: int = TIMEOUT_S) -> Ver
     if answer is None or not str(answer).strip():
         return Verdict(False, "invalid", 0.0)
     answer, gold = str(answer), str(gold)
-    from math_verify import parse, verify  # heavy import (sympy): only where grading runs
-
     pred_w, gold_w = _wrap(answer), _wrap(gold)
     try:
         pred_parsed = parse(pred_w, fallback_mode="no_fallback", parsing_timeout=timeout_s)
@@ -151,10 +161,11 @@ def _shared_pool() -> GradingPool:
 
 
 def _worker_main(conn: Connection, timeout_s: int) -> None:
-    """Worker loop: receive chunks of (key, answer, gold), send one result per pair."""
-    import math_verify  # noqa: F401 - import once up front, not in the first sample's time
+    """Worker loop: receive chunks of (key, answer, gold), send one result per pair.
 
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    A spawned worker imports this module (and so math_verify, and the logger level above) to
+    find this function; it then says it is ready, which starts the watchdog's clock."""
+    conn.send(_READY)
     while True:
         try:
             chunk = conn.recv()
@@ -179,6 +190,12 @@ class _Worker:
         child.close()
         self.outstanding: deque[tuple[int, str | None, str]] = deque()
         self.last_progress = time.monotonic()
+        self.ready = False
+
+    def overran(self, now: float, hard_timeout_s: float) -> bool:
+        """True when the pair it works on (or its start) has taken too long."""
+        limit = hard_timeout_s if self.ready else BOOT_TIMEOUT_S
+        return bool(self.outstanding) and now - self.last_progress > limit
 
     def send(self, chunk: list[tuple[int, str | None, str]]) -> None:
         if not self.outstanding:
@@ -209,7 +226,8 @@ class GradingPool:
     ``hard_timeout_s`` bounds one pair's wall time; it defaults to three math_verify
     timeouts (two parses and the comparison) plus one second, so it only fires when
     math_verify's own alarms cannot (C-level hangs). An overrun kills and replaces the
-    worker and grades that pair by the string fallback (method "killed").
+    worker and grades that pair by the string fallback (method "killed"). A worker's start
+    (spawn, imports) does not count against its first pair (see :data:`BOOT_TIMEOUT_S`).
     Verdicts are cached per pair for the pool's lifetime. Use as a context manager.
     """
 
@@ -250,10 +268,6 @@ class GradingPool:
         """Process ids of the live workers (for CPU accounting in benchmarks)."""
         return [w.proc.pid for w in self._workers if w.proc.pid is not None]
 
-    def clear_cache(self) -> None:
-        """Forget cached verdicts (benchmarks re-grade the same pairs)."""
-        self._cache.clear()
-
     def close(self) -> None:
         for w in self._workers:
             w.close()
@@ -281,8 +295,6 @@ class GradingPool:
         return [self._cache[p] for p in pairs]
 
     def _run(self, todo: list[tuple[str | None, str]], progress: bool) -> None:
-        from tqdm.auto import tqdm
-
         self._ensure_workers()
         queue = deque((i, a, g) for i, (a, g) in enumerate(todo))
         remaining = len(todo)
@@ -304,11 +316,15 @@ class GradingPool:
             got = 0
             try:
                 while w.conn.poll():
-                    key, ok, method, secs = w.conn.recv()
+                    message = w.conn.recv()
+                    w.last_progress = time.monotonic()
+                    if message == _READY:
+                        w.ready = True
+                        continue
+                    key, ok, method, secs = message
                     expect = w.outstanding.popleft()
                     assert expect[0] == key, "worker answered out of order"
                     self._cache[todo[key]] = Verdict(ok, method, secs)
-                    w.last_progress = time.monotonic()
                     got += 1
             except (EOFError, OSError):
                 pass  # a dead worker: the watchdog below replaces it
@@ -328,8 +344,7 @@ class GradingPool:
                 dead = not w.proc.is_alive()
                 if dead:
                     remaining -= drain(w)  # results it sent before dying are good
-                overran = bool(w.outstanding) and now - w.last_progress > self.hard_timeout_s
-                if not (dead or overran):
+                if not (dead or w.overran(now, self.hard_timeout_s)):
                     continue
                 if w.outstanding:
                     # The pair at the head of its queue is the one it was stuck on (or died

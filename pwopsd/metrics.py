@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from pwopsd.vocab import METRICS
+
 Pair = tuple[str, str]
 EquivalentBatch = Callable[[list[Pair]], list[bool]]
 """Maps (a, b) pairs to "a and b are the same answer" (both grading directions tried)."""
@@ -177,8 +179,7 @@ def benchmark_scores(per_problem: Sequence[dict[str, float | int]]) -> dict[str,
     if not per_problem:
         raise ValueError("benchmark_scores needs at least one problem")
     out: dict[str, float | int] = {
-        key: sum(float(p[key]) for p in per_problem) / len(per_problem)
-        for key in ("avg", "pass", "maj")
+        key: sum(float(p[key]) for p in per_problem) / len(per_problem) for key in METRICS
     }
     out["problems"] = len(per_problem)
     out["samples"] = sum(int(p["n"]) for p in per_problem)

@@ -7,8 +7,10 @@ PWOPSD_TEST_MODEL environment variable). Tests skip with a reason when it is not
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,9 +19,16 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 
+from pwopsd.bench.rollout import random_adapter
 from pwopsd.config import REPO_ROOT, get_profile
+from pwopsd.engine import make_engine
 from pwopsd.evaluate import evaluate_model, read_samples
+from pwopsd.jsonl import CorruptFileError
+from pwopsd.prompts import eval_prompt
+from pwopsd.vllm_build import check_model_paths
+from pwopsd.vocab import METRICS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -139,8 +148,6 @@ def _resume_matches_uninterrupted(engine, tmp_path, backend):
 
 @pytest.fixture(scope="module")
 def hf_engine(frozen_model):
-    from pwopsd.sampling import make_engine
-
     return make_engine("hf", MODEL, profile=PROFILE)
 
 
@@ -152,6 +159,48 @@ def test_hf_resume_is_exact(hf_engine, tmp_path):
     assert resumed["benchmarks"] == full["benchmarks"]
 
 
+def _small_run(engine, out):
+    """One benchmark, two problems, one seed: a cheap complete run."""
+    return evaluate_model(
+        MODEL, BENCHES[:1], seeds=[0], sampling=SAMPLING, out_dir=out, max_problems=2,
+        engine=engine, backend="hf", progress=False,
+    )  # fmt: skip
+
+
+@needs_model
+@needs_toy_data
+def test_truncated_last_row_redoes_only_that_sample(hf_engine, tmp_path):
+    """A kill mid-write leaves the last row cut off: the rerun cuts it off the file and
+    draws only that sample again (the same one: per-sample seeds)."""
+    first = _small_run(hf_engine, tmp_path)
+    path = tmp_path / BENCHES[0] / "seed0.samples.jsonl"
+    rows = read_samples(path)
+    raw = path.read_bytes()
+    last_line = raw[raw.rstrip(b"\n").rfind(b"\n") + 1 :]
+    path.write_bytes(raw[: len(raw) - len(last_line) // 2])  # half the last row survives
+    assert read_samples(path) == rows[:-1]  # a torn last line is dropped, not an error
+    resumed = _small_run(hf_engine, tmp_path)
+    assert resumed["samples_drawn_this_call"] == 1
+    assert read_samples(path) == rows  # the lost row redone, identical; the rest untouched
+    assert resumed["benchmarks"] == first["benchmarks"]
+
+
+@needs_model
+@needs_toy_data
+def test_corrupt_middle_line_is_refused_and_nothing_rewritten(hf_engine, tmp_path):
+    """A bad line before the last is not a kill: the error names file and line, and no file
+    is rewritten (nor any sample drawn)."""
+    _small_run(hf_engine, tmp_path)
+    path = tmp_path / BENCHES[0] / "seed0.samples.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = b'{"problem_id": "garbled\n'
+    path.write_bytes(b"".join(lines))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.json*")}
+    with pytest.raises(CorruptFileError, match=re.escape(f"{path}, line 2: not valid JSON")):
+        _small_run(hf_engine, tmp_path)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.json*")} == before
+
+
 @needs_model
 @needs_toy_data
 def test_summary_and_settings_guard(hf_engine, tmp_path):
@@ -160,7 +209,7 @@ def test_summary_and_settings_guard(hf_engine, tmp_path):
     cell = s["benchmarks"]["toy_math500"]
     assert set(cell["seeds"]) == {"3"}
     assert cell["mean_sd"]["avg"]["sd"] is None  # one seed: no sd
-    for m in ("avg", "pass", "maj"):
+    for m in METRICS:
         assert 0.0 <= cell["seeds"]["3"][m] <= 1.0
     assert cell["seeds"]["3"]["pass"] >= cell["seeds"]["3"]["avg"]
     prov = json.loads((tmp_path / "summary.json").read_text())["provenance"]
@@ -220,8 +269,6 @@ def test_bad_arguments_fail_before_any_engine(tmp_path):
     with pytest.raises(ValueError, match="seeds"):
         evaluate_model(MODEL, BENCHES, seeds=[1, 1], **kw)
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        from pwopsd.sampling import check_model_paths
-
         check_model_paths(str(tmp_path), None)
 
 
@@ -290,8 +337,6 @@ def vllm_engine(frozen_model):
     pytest.importorskip("vllm")
     if not (Path(MODEL) / "config.json").is_file():
         pytest.skip(f"toy model not built at {MODEL}")
-    from pwopsd.sampling import make_engine
-
     # Adapters are served merged (the default adapter_mode), so the adapter tests share this
     # engine (one engine per module).
     # A simulated small memory node: vLLM's CPU worker would ask for this fraction of the node
@@ -306,8 +351,6 @@ def vllm_engine(frozen_model):
 
 def _save_random_lora(path: Path, seed: int) -> str:
     """A rank-8 LoRA on the toy model with non-zero B, so it changes the outputs."""
-    from pwopsd.bench.rollout import random_adapter
-
     return random_adapter(
         path, MODEL, rank=8, alpha=16, targets=PROFILE.train.lora_targets, seed=seed, b_std=0.5
     )
@@ -331,8 +374,6 @@ def test_vllm_resume(vllm_engine, tmp_path):
 @pytest.mark.vllm
 @needs_model
 def test_vllm_generate_tokens_and_logprobs(vllm_engine):
-    from pwopsd.prompts import eval_prompt
-
     prompt = eval_prompt(vllm_engine.tokenizer, "Compute 2*3+4*5.")
     sampling = dataclasses.replace(SAMPLING, n=2, max_new_tokens=16)
     a = vllm_engine.generate([prompt, prompt], sampling, seeds=[11, 12], logprobs=True)
@@ -350,9 +391,6 @@ def test_vllm_generate_tokens_and_logprobs(vllm_engine):
 @needs_model
 def test_vllm_matches_hf_greedy_for_base_and_adapter(vllm_engine, hf_engine, lora_adapter):
     """Greedy decoding: vLLM (base, and base + merged LoRA) equals HF (base, LoRA)."""
-    from pwopsd.prompts import eval_prompt
-    from pwopsd.sampling import make_engine
-
     greedy = dataclasses.replace(SAMPLING, n=1, temperature=0.0, max_new_tokens=24)
     prompts = [eval_prompt(hf_engine.tokenizer, q) for q in ("Compute 2*8+6*3.", "Compute 9*9.")]
     hf_lora = make_engine("hf", MODEL, profile=PROFILE, adapter=lora_adapter)
@@ -388,9 +426,6 @@ def test_vllm_merge_and_lora_modes_draw_the_same_samples(vllm_engine, lora_adapt
     """The two ways to serve an adapter (merged weights reloaded in place, the default; a
     LoRARequest) draw the same seeded samples with the same log-probabilities, and serving
     the base model again after a merge restores it exactly."""
-    from pwopsd.prompts import eval_prompt
-    from pwopsd.sampling import make_engine
-
     assert vllm_engine.adapter_mode == "merge"
     sampling = dataclasses.replace(SAMPLING, n=1, temperature=1.0, max_new_tokens=32)
     questions = [f"Compute {a}*{b}+{b}*{a + 1}." for a, b in zip(range(2, 10), range(3, 11))]
@@ -426,8 +461,6 @@ def test_vllm_merge_and_lora_modes_draw_the_same_samples(vllm_engine, lora_adapt
 
 @needs_toy_data
 def test_one_writer_per_out_dir(tmp_path):
-    import fcntl
-
     with open(tmp_path / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         with pytest.raises(RuntimeError, match="another evaluation is writing"):
@@ -438,8 +471,6 @@ def test_one_writer_per_out_dir(tmp_path):
 @needs_toy_data
 def test_changed_prompt_template_refuses_to_mix(hf_engine, tmp_path):
     """The resume guard hashes the rendered template: a changed chat template is refused."""
-    from pwopsd.sampling import make_engine
-
     _run(hf_engine, tmp_path, [0], backend="hf")
     other = Path(shutil.copytree(MODEL, tmp_path / "model-v2"))
     template = other / "chat_template.jinja"
@@ -481,10 +512,6 @@ def test_engine_must_serve_the_named_model(hf_engine, tmp_path):
 def test_weights_retrained_in_place_refuse_old_samples(tmp_path):
     """Same path, new weights (``make toy-models``): the resume guard's model fingerprint
     refuses to mix the old checkpoint's samples with the new one's."""
-    from safetensors.torch import load_file, save_file
-
-    from pwopsd.sampling import make_engine
-
     model = Path(shutil.copytree(MODEL, tmp_path / "model"))
     out = tmp_path / "eval"
     kw = dict(seeds=[0], sampling=SAMPLING, out_dir=out, max_problems=1, progress=False)
