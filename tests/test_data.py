@@ -123,9 +123,8 @@ def test_training_corpus(tmp_path):
         load_training_corpus(str(no_sol))
 
 
-def test_toy_profile_benchmarks_load_when_present():
+def test_toy_profile_benchmarks_load():
     for spec in get_profile("toy").benchmarks:
-        if not os.path.exists(spec.source):
-            pytest.skip(f"toy data not built yet ({spec.source})")
+        assert os.path.exists(spec.source), f"{spec.source} is committed: `make toy-data`"
         bench = load_benchmark(spec)
         assert len(bench) > 0

@@ -1,7 +1,8 @@
 """Evaluation runs: resumability, exact-count rows, seeds, settings checks, vLLM and HF engines.
 
 The model is the toy main model (``get_profile("toy").main_model``; override with the
-PWOPSD_TEST_MODEL environment variable). Tests skip with a reason when it is not built.
+PWOPSD_TEST_MODEL environment variable). The toy checkpoint and sets are committed: a missing
+one fails here, it does not skip.
 """
 
 from __future__ import annotations
@@ -38,12 +39,9 @@ BENCHES = ["toy_math500", "toy_aime24"]
 SAMPLING = dataclasses.replace(PROFILE.eval_sampling, n=3, max_new_tokens=40)
 N_PROBLEMS = 3
 
-needs_model = pytest.mark.skipif(
-    not (Path(MODEL) / "config.json").is_file(), reason=f"toy model not built at {MODEL}"
-)
-needs_toy_data = pytest.mark.skipif(
-    not all(Path(b.source).is_file() for b in PROFILE.benchmarks if b.name in BENCHES),
-    reason="toy benchmarks (data/toy/*.jsonl) not built",
+assert (Path(MODEL) / "config.json").is_file(), f"the toy model is committed at {MODEL}"
+assert all(Path(b.source).is_file() for b in PROFILE.benchmarks if b.name in BENCHES), (
+    "the toy benchmarks are committed under data/toy/"
 )
 
 
@@ -151,8 +149,6 @@ def hf_engine(frozen_model):
     return make_engine("hf", MODEL, profile=PROFILE)
 
 
-@needs_model
-@needs_toy_data
 def test_hf_resume_is_exact(hf_engine, tmp_path):
     matches, full, resumed = _resume_matches_uninterrupted(hf_engine, tmp_path, "hf")
     assert all(matches.values()), matches
@@ -167,8 +163,6 @@ def _small_run(engine, out):
     )  # fmt: skip
 
 
-@needs_model
-@needs_toy_data
 def test_truncated_last_row_redoes_only_that_sample(hf_engine, tmp_path):
     """A kill mid-write leaves the last row cut off: the rerun cuts it off the file and
     draws only that sample again (the same one: per-sample seeds)."""
@@ -185,8 +179,6 @@ def test_truncated_last_row_redoes_only_that_sample(hf_engine, tmp_path):
     assert resumed["benchmarks"] == first["benchmarks"]
 
 
-@needs_model
-@needs_toy_data
 def test_corrupt_middle_line_is_refused_and_nothing_rewritten(hf_engine, tmp_path):
     """A bad line before the last is not a kill: the error names file and line, and no file
     is rewritten (nor any sample drawn)."""
@@ -201,8 +193,6 @@ def test_corrupt_middle_line_is_refused_and_nothing_rewritten(hf_engine, tmp_pat
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.json*")} == before
 
 
-@needs_model
-@needs_toy_data
 def test_summary_and_settings_guard(hf_engine, tmp_path):
     s = _run(hf_engine, tmp_path, [3], backend="hf")
     assert set(s["benchmarks"]) == set(BENCHES)
@@ -272,8 +262,6 @@ def test_bad_arguments_fail_before_any_engine(tmp_path):
         check_model_paths(str(tmp_path), None)
 
 
-@needs_model
-@needs_toy_data
 def test_cli_killed_mid_run_resumes(tmp_path):
     """SIGKILL a real CLI run once it has written rows; the restart completes it exactly."""
     out = tmp_path / "cli"
@@ -335,8 +323,6 @@ def test_cli_killed_mid_run_resumes(tmp_path):
 @pytest.fixture(scope="module")
 def vllm_engine(frozen_model):
     pytest.importorskip("vllm")
-    if not (Path(MODEL) / "config.json").is_file():
-        pytest.skip(f"toy model not built at {MODEL}")
     # Adapters are served merged (the default adapter_mode), so the adapter tests share this
     # engine (one engine per module).
     # A simulated small memory node: vLLM's CPU worker would ask for this fraction of the node
@@ -362,8 +348,6 @@ def lora_adapter(tmp_path_factory, frozen_model):
 
 
 @pytest.mark.vllm
-@needs_model
-@needs_toy_data
 def test_vllm_resume(vllm_engine, tmp_path):
     matches, full, resumed = _resume_matches_uninterrupted(vllm_engine, tmp_path, "vllm")
     # Per-sample seeds and fp32 CPU kernels: the resumed run draws exactly the same samples.
@@ -372,7 +356,6 @@ def test_vllm_resume(vllm_engine, tmp_path):
 
 
 @pytest.mark.vllm
-@needs_model
 def test_vllm_generate_tokens_and_logprobs(vllm_engine):
     prompt = eval_prompt(vllm_engine.tokenizer, "Compute 2*3+4*5.")
     sampling = dataclasses.replace(SAMPLING, n=2, max_new_tokens=16)
@@ -388,7 +371,6 @@ def test_vllm_generate_tokens_and_logprobs(vllm_engine):
 
 
 @pytest.mark.vllm
-@needs_model
 def test_vllm_matches_hf_greedy_for_base_and_adapter(vllm_engine, hf_engine, lora_adapter):
     """Greedy decoding: vLLM (base, and base + merged LoRA) equals HF (base, LoRA)."""
     greedy = dataclasses.replace(SAMPLING, n=1, temperature=0.0, max_new_tokens=24)
@@ -421,7 +403,6 @@ def test_vllm_matches_hf_greedy_for_base_and_adapter(vllm_engine, hf_engine, lor
 
 
 @pytest.mark.vllm
-@needs_model
 def test_vllm_merge_and_lora_modes_draw_the_same_samples(vllm_engine, lora_adapter):
     """The two ways to serve an adapter (merged weights reloaded in place, the default; a
     LoRARequest) draw the same seeded samples with the same log-probabilities, and serving
@@ -459,7 +440,6 @@ def test_vllm_merge_and_lora_modes_draw_the_same_samples(vllm_engine, lora_adapt
     assert base_after == base_before  # the base checkpoint reloaded, bit for bit
 
 
-@needs_toy_data
 def test_one_writer_per_out_dir(tmp_path):
     with open(tmp_path / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -467,8 +447,6 @@ def test_one_writer_per_out_dir(tmp_path):
             evaluate_model(MODEL, BENCHES, out_dir=tmp_path, progress=False)
 
 
-@needs_model
-@needs_toy_data
 def test_changed_prompt_template_refuses_to_mix(hf_engine, tmp_path):
     """The resume guard hashes the rendered template: a changed chat template is refused."""
     _run(hf_engine, tmp_path, [0], backend="hf")
@@ -494,8 +472,6 @@ def test_changed_prompt_template_refuses_to_mix(hf_engine, tmp_path):
     assert {k: len(v) for k, v in _rows(tmp_path).items()} == before  # nothing mixed in
 
 
-@needs_model
-@needs_toy_data
 def test_engine_must_serve_the_named_model(hf_engine, tmp_path):
     other = REPO_ROOT / "checkpoints" / "toy-llama"
     with pytest.raises(ValueError, match="engine serves model"):
@@ -507,8 +483,6 @@ def test_engine_must_serve_the_named_model(hf_engine, tmp_path):
     assert not list(tmp_path.rglob("*.jsonl"))
 
 
-@needs_model
-@needs_toy_data
 def test_weights_retrained_in_place_refuse_old_samples(tmp_path):
     """Same path, new weights (``make toy-models``): the resume guard's model fingerprint
     refuses to mix the old checkpoint's samples with the new one's."""
