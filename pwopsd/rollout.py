@@ -37,7 +37,7 @@ import torch
 
 from pwopsd import prompts
 from pwopsd.config import SamplingConfig
-from pwopsd.sampling import derive_seed
+from pwopsd.sampling import derive_seed, eos_token_ids, hf_generate_kwargs
 
 Tensor = torch.Tensor
 
@@ -164,7 +164,7 @@ def gather_positions(logits: Tensor, positions: Tensor) -> Tensor:
 
 
 class EngineSampler:
-    """Rollouts from an engine of :func:`pwopsd.sampling.make_engine` (vLLM), one seed per sample.
+    """Rollouts from an engine of :func:`pwopsd.engine.make_engine` (vLLM), one seed per sample.
 
     ``adapter`` is the directory of the current LoRA, saved after each optimizer step; the
     engine serves each new directory (or rewrite) merged into its weights or as a new
@@ -220,7 +220,7 @@ class HFSampler:
         drawn: list[tuple[tuple[int, ...], str]] = []
         if ok:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            eos = _eos_ids(model, tokenizer)
+            eos = eos_token_ids(tokenizer, getattr(model, "generation_config", None))
             width = max(len(prompt_ids[i]) for i in ok)
             ids = torch.full((len(ok), width), pad, dtype=torch.long)  # [B, P] left-padded
             attention = torch.zeros((len(ok), width), dtype=torch.long)  # [B, P]
@@ -229,18 +229,9 @@ class HFSampler:
                 ids[r, width - len(p) :] = torch.tensor(p)
                 attention[r, width - len(p) :] = 1
             budget = min(sampling.max_new_tokens, self.max_model_len - width)
-            kwargs: dict[str, Any] = dict(
-                max_new_tokens=max(budget, 1),
-                do_sample=sampling.temperature > 0,
-                pad_token_id=pad,
-                eos_token_id=sorted(eos),
+            kwargs = hf_generate_kwargs(
+                sampling, pad_token_id=pad, eos_token_id=sorted(eos), max_new_tokens=max(budget, 1)
             )
-            if sampling.temperature > 0:
-                kwargs.update(
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    top_k=sampling.top_k if sampling.top_k > 0 else None,
-                )
             torch.manual_seed(seeds[0])
             was_training = model.training
             model.eval()
@@ -271,15 +262,6 @@ def _rollouts(
     for i, (c, f) in zip(ok, drawn, strict=True):
         completions[i], finish[i] = c, f
     return Rollouts(completions, finish, time.perf_counter() - t0, n - len(ok))
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    cfg = getattr(model, "generation_config", None)
-    eos = getattr(cfg, "eos_token_id", None)
-    ids = set(eos if isinstance(eos, list | tuple) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
 
 
 def rollout_seeds(seed: int, step: int, indices: Sequence[int]) -> list[int]:

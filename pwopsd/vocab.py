@@ -55,7 +55,9 @@ CLIPPED_FKL_METHODS: dict[str, tuple[str, str]] = {
 """Methods whose loss is the clipped forward KL: method -> (weighting, reduction)
 (PROTOCOL section 2). EOPD and REOPOLD have losses of their own."""
 
-POSITION_METHODS = tuple(m for m, (weighting, _) in CLIPPED_FKL_METHODS.items() if weighting == "position")
+POSITION_METHODS = tuple(
+    m for m, (weighting, _) in CLIPPED_FKL_METHODS.items() if weighting == "position"
+)
 """Methods that take a position-weight schedule (PW-OPSD and the factorial's position cells)."""
 
 METHOD_LABELS = {

@@ -10,7 +10,8 @@ import time
 
 import torch
 
-from pwopsd.bench.loss import PeakRSS, current_rss, make_mask, max_rel_err, row_lengths
+from pwopsd.bench.loss import make_mask, max_rel_err, row_lengths
+from pwopsd.bench.memory import PeakRSS, current_rss
 from pwopsd.config import REPO_ROOT
 
 

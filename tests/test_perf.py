@@ -3,6 +3,7 @@ the paper-scale cost arithmetic (issue 12)."""
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import pytest
 
 from pwopsd import perf
 from pwopsd.config import (
+    NOTEBOOK_CONFIGS,
     CrossModelConfig,
     MainTableConfig,
     ReductionFactorialConfig,
     ScheduleSweepConfig,
     get_profile,
 )
+from pwopsd.vocab import BENCHMARK_LABELS, FAMILIES, PAPER_BENCHMARKS, PAPER_MODEL_LABELS
 from tests.conftest import REPO_ROOT
 
 GIB = 2**30
@@ -438,3 +441,37 @@ def test_section_rows_match_the_section_configs():
     assert len(rows["reduction_factorial"]) == len(factorial.weightings) * len(factorial.reductions)
     assert {"opsd", f"pw_opsd_{factorial.schedule}"} <= {r for _, r in rows["reduction_factorial"]}
     assert list(rows) == list(perf.TABLE_SECTIONS)
+
+
+def test_cost_plan_names_come_from_the_vocabulary():
+    c, est = perf.PROTOCOL_PAPER, perf.OUR_ESTIMATES
+    assert c["models"] == PAPER_MODEL_LABELS
+    assert list(c["benchmark_problems"]) == list(PAPER_BENCHMARKS)
+    assert list(est["eval_mean_tokens"]) == list(PAPER_BENCHMARKS)
+    for per_family in (est["train_seconds_per_step"], est["eval_tokens_per_s_per_gpu"]):
+        assert list(per_family) == list(FAMILIES)
+    assert perf.MAIN_FAMILY in FAMILIES
+    for b in PAPER_BENCHMARKS:
+        assert perf.COST_LABELS[b] == BENCHMARK_LABELS[b]
+    assert perf.SECTIONS == tuple(NOTEBOOK_CONFIGS)
+    assert perf.TABLE_SECTIONS == perf.SECTIONS[1:]
+
+
+def test_perf_package_defines_each_name_once():
+    """Each module of the package has its own names; ``pwopsd.perf`` only re-exports them."""
+    homes: dict[str, str] = {}
+    for path in sorted((REPO_ROOT / "pwopsd" / "perf").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name) and t.id != "__all__"]
+            else:
+                continue
+            for name in names:
+                assert name not in homes, f"{name} defined in {homes.get(name)} and {path.name}"
+                homes[name] = path.name
+    assert "__init__.py" not in homes.values()
+    assert set(perf.__all__) == {n for n in homes if not n.startswith("_")}

@@ -9,7 +9,9 @@ BENCHMARKS = {
     "loss": "pwopsd.bench.loss",
     "grading": "pwopsd.bench.grading",
     "rollout": "pwopsd.bench.rollout",
+    "engine": "pwopsd.bench.engine",
 }
+"""Benchmark name -> its module (each has ``main(argv)``)."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,14 +28,19 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pwopsd.bench.memory import PeakRSS, current_rss
 from pwopsd.config import RESULTS_DIR
+from pwopsd.kernels.chunked import weighted_chunked_clipped_fkl
+from pwopsd.kernels.fused_linear import fused_linear_clipped_fkl
+from pwopsd.losses import position_weights, reference_per_token_clipped_fkl, token_coefficients
+from pwopsd.provenance import write_results
+from pwopsd.vocab import DEFAULT_SCHEDULE, SCHEDULES
 
 LOGIT_IMPLS = ("oracle", "chunked", "triton")
 LINEAR_IMPLS = ("oracle_linear", "fused_linear")
@@ -59,47 +64,6 @@ TARGETS = {
 
 
 # --------------------------------------------------------------------------------------
-# Memory measurement
-# --------------------------------------------------------------------------------------
-
-
-def current_rss() -> int:
-    """Resident set size of this process in bytes (Linux /proc; psutil elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import psutil
-
-        return psutil.Process().memory_info().rss
-
-
-class PeakRSS:
-    """Context manager polling RSS on a thread; ``.peak`` is the highest value seen."""
-
-    def __init__(self, interval: float = 0.002):
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, current_rss())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = current_rss()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, current_rss())
-
-
-# --------------------------------------------------------------------------------------
 # Inputs (seeded; every worker builds the same ones)
 # --------------------------------------------------------------------------------------
 
@@ -115,10 +79,9 @@ def make_mask(lengths: list[int], seq: int) -> torch.Tensor:
 
 
 def make_coefficients(mask: torch.Tensor) -> torch.Tensor:
-    from pwopsd.losses import SCHEDULES, position_weights, token_coefficients
-
+    """PW-OPSD token coefficients of ``mask``: Moderate position weights, per-sequence mean."""
     return token_coefficients(
-        mask, position_weights(mask, *SCHEDULES["moderate"]), per_sequence=True
+        mask, position_weights(mask, *SCHEDULES[DEFAULT_SCHEDULE]), per_sequence=True
     )
 
 
@@ -152,10 +115,6 @@ def run_impl(
     impl: str, cfg: dict[str, Any], x: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss + backward of ``impl`` on inputs ``x``; returns (loss, gradient of the student input)."""
-    from pwopsd.kernels.chunked import weighted_chunked_clipped_fkl
-    from pwopsd.kernels.fused_linear import fused_linear_clipped_fkl
-    from pwopsd.losses import reference_per_token_clipped_fkl
-
     temp, tau, coeff = cfg["temperature"], cfg["tau_clip"], x["coeff"]
     if impl in LOGIT_IMPLS:
         s = x["student"].detach().requires_grad_(True)
@@ -168,6 +127,7 @@ def run_impl(
                 s, t, coeff, temp, tau, chunk_size=cfg["chunk_size"], compile=cfg["compile"]
             )
         else:
+            # Imports Triton (optional, CUDA only): loaded only when this implementation runs.
             from pwopsd.kernels.triton_fkl import weighted_triton_clipped_fkl
 
             loss, _ = weighted_triton_clipped_fkl(s, t, coeff, temp, tau)
@@ -380,12 +340,9 @@ def print_table(impls: dict[str, dict[str, Any]]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.worker:
-        worker(args.worker, json.loads(args.config), args.grad_path, args.result_path)
-        return 0
-    cfg = {
+def bench_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings every worker reads (and loss.json records) from the parsed arguments."""
+    return {
         "vocab": args.vocab,
         "batch": args.batch,
         "seq": args.seq,
@@ -401,11 +358,11 @@ def main(argv: list[str] | None = None) -> int:
         "reduction": "PW-OPSD: moderate position weights, per-sequence mean",
         "dtype": "float32",
     }
-    impls = resolve_impls(args.impls, args.device)
-    # oracles first so their gradients exist when the others are compared
-    impls.sort(key=lambda i: (i not in ("oracle", "oracle_linear"), ALL_IMPLS.index(i)))
-    wall0 = time.perf_counter()
-    load_start = os.getloadavg()
+
+
+def run_workers(impls: list[str], cfg: dict[str, Any], timeout: float) -> dict[str, dict[str, Any]]:
+    """Run each implementation in its own process (oracles first) and compare its gradient and
+    loss with its oracle's; a failed worker's entry is ``{"error": ...}``."""
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="pwopsd-bench-loss-") as tmp:
         for impl in impls:
@@ -415,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.executable, "-m", "pwopsd.bench.loss", "--worker", impl, "--config", json.dumps(cfg),
                 "--grad-path", grad_path, "--result-path", result_path,
             ]  # fmt: skip
-            proc = subprocess.run(cmd, timeout=args.timeout)
+            proc = subprocess.run(cmd, timeout=timeout)
             if proc.returncode != 0 or not Path(result_path).exists():
                 print(f"[bench loss] {impl} failed (exit {proc.returncode})", file=sys.stderr)
                 results[impl] = {"error": f"worker exit {proc.returncode}"}
@@ -433,6 +390,21 @@ def main(argv: list[str] | None = None) -> int:
                 del grad, ref
             if impl != oracle:  # keep the oracles' gradients for later comparisons only
                 os.remove(grad_path)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.worker:
+        worker(args.worker, json.loads(args.config), args.grad_path, args.result_path)
+        return 0
+    cfg = bench_config(args)
+    impls = resolve_impls(args.impls, args.device)
+    # oracles first so their gradients exist when the others are compared
+    impls.sort(key=lambda i: (i not in ("oracle", "oracle_linear"), ALL_IMPLS.index(i)))
+    wall0 = time.perf_counter()
+    load_start = os.getloadavg()
+    results = run_workers(impls, cfg, args.timeout)
     ok = {k: v for k, v in results.items() if "error" not in v}
     print_table(ok)
     targets = targets_report(ok, args.device)
@@ -440,8 +412,6 @@ def main(argv: list[str] | None = None) -> int:
         met = "" if "met" not in t else ("  MET" if t["met"] else "  NOT MET")
         print(f"  {name}: {t['value']:.4g} {t.get('target', '')}{met}")
     load_end = os.getloadavg()
-    from pwopsd.provenance import write_results
-
     path = write_results(
         args.out,
         {

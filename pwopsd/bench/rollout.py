@@ -26,15 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
 
 from pwopsd.config import RESULTS_DIR, get_profile
+from pwopsd.data import load_training_corpus
+from pwopsd.engine import make_engine
+from pwopsd.prompts import student_prompt
 from pwopsd.provenance import write_results
+from pwopsd.rollout import HFSampler
+from pwopsd.sampling import derive_seed
 
 
 def _prompts(tok: Any, n: int) -> tuple[list[str], list[list[int]]]:
-    from pwopsd.data import load_training_corpus
-    from pwopsd.prompts import student_prompt
-
     rows = load_training_corpus(get_profile("toy").train_data, max_rows=n)
     texts = [student_prompt(tok, r["problem"]) for r in rows]
     return texts, [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -62,9 +66,6 @@ def random_adapter(
 ) -> str:
     """Save a LoRA on ``model`` whose B matrices are N(0, ``b_std``) instead of zero, so it
     changes the outputs (benchmarks and tests of adapter serving); returns its directory."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     torch.manual_seed(seed)
     net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets))
@@ -81,10 +82,6 @@ def _adapter_block(
     engine: Any, hf: Any, hf_model: Any, tok: Any, sampling: Any, batch: int, repeats: int
 ) -> dict[str, Any]:
     """Tokens/s with a LoRA adapter: merged engine, LoRARequest engine, HF peft generate."""
-    from peft import PeftModel
-
-    from pwopsd.sampling import derive_seed, make_engine
-
     prof = get_profile("toy")
     texts, ids = _prompts(tok, batch)
     seeds = [derive_seed("bench-adapter", i) for i in range(batch)]
@@ -146,12 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adapter-batch", type=int, default=64, help="0: skip the adapter block")
     ap.add_argument("--out", default=str(RESULTS_DIR / "bench" / "rollout.json"))
     args = ap.parse_args(argv)
-
-    from transformers import AutoModelForCausalLM
-
-    from pwopsd.rollout import HFSampler
-    from pwopsd.sampling import derive_seed, make_engine
-
     t_start = time.perf_counter()
     prof = get_profile("toy")
     sampling = prof.train.rollout
