@@ -39,7 +39,7 @@ from pwopsd.diagnostic.phases import run as run_diagnostic_phases
 from pwopsd.engine import make_engine
 from pwopsd.provenance import write_results
 from pwopsd.train import RunResult, RunSpec, train
-from pwopsd.vocab import METHOD_LABELS, METRICS, SCHEDULE_NOTES
+from pwopsd.vocab import MAIN_FAMILY, METHOD_LABELS, METRICS, SCHEDULE_NOTES
 
 FACTORIAL_RUNS = {
     "uniform_global": ("opsd", None),
@@ -123,7 +123,7 @@ def section_rows(cfg: TableSectionConfig) -> list[Row]:
                 label += " " + schedule_label(schedule)
         return Row(f"{family}/{run.name}", label, family, method, run, factors)
 
-    main = "qwen3"
+    main = MAIN_FAMILY
     rows: list[Row] = []
     if isinstance(cfg, MainTableConfig):
         for method in cfg.methods:

@@ -12,6 +12,9 @@ from __future__ import annotations
 FAMILIES = ("qwen3", "llama", "olmo3")
 """Model families: the keys of a profile's ``models`` (toy checkpoints ``toy-<family>``)."""
 
+MAIN_FAMILY = "qwen3"
+"""The family of the paper's main results (Qwen3-4B); every single-model section uses it."""
+
 PAPER_MODEL_IDS = {
     "qwen3": "Qwen/Qwen3-4B",
     "llama": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",

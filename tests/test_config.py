@@ -11,7 +11,6 @@ from pwopsd import config
 from pwopsd.config import REPO_ROOT, ConfigError
 from pwopsd.vocab import FAMILIES, TOY_BENCHMARKS
 
-
 PROTOCOL = REPO_ROOT.parent / "shared" / "reference" / "PROTOCOL.md"
 
 

@@ -528,6 +528,7 @@ def test_method_names_come_from_vocab():
     for name in ("METHODS", "SCHEDULES", "FACTORIAL_CELLS", "opsd_loss", "pwopsd_loss"):
         assert not hasattr(L, name)
 
+
 @pytest.mark.parametrize("method", ["pw_opsd", "position_global"])
 def test_position_methods_report_the_weights_they_used(method):
     """The loss reports w(u) over valid tokens (mean, min, max) as the training loop logs them:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pwopsd.vocab import BACKENDS, SCHEDULES
+from pwopsd.vocab import BACKENDS, MAIN_FAMILY, SCHEDULES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The repository root (the package is installed editable; toy assets live beside it)."""
@@ -296,7 +296,7 @@ class Profile:
     name: str
     """"toy" or "paper"."""
     models: dict[str, str]
-    """Model family -> ``from_pretrained`` name or path. "qwen3" is the main model."""
+    """Model family -> ``from_pretrained`` name or path. :data:`pwopsd.vocab.MAIN_FAMILY` is the main model."""
     train_data: str
     """Training corpus (columns problem, solution): hub id or local path."""
     benchmarks: tuple[BenchmarkSpec, ...]
@@ -310,7 +310,7 @@ class Profile:
 
     @property
     def main_model(self) -> str:
-        return self.models["qwen3"]
+        return self.models[MAIN_FAMILY]
 
 
 def check_schedule(w_min: Any, c: Any, s: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from pwopsd.config import RESULTS_DIR, ConfigError, get_profile
 from pwopsd.engine import make_engine
 from pwopsd.train import RunResult, RunSpec, train
-from pwopsd.vocab import POSITION_METHODS
+from pwopsd.vocab import MAIN_FAMILY, POSITION_METHODS
 
 EXECUTORS = ("inline", "local", "slurm")
 
@@ -31,7 +31,7 @@ def grid_specs(
     methods: Sequence[str],
     seeds: Sequence[int],
     *,
-    families: Sequence[str] = ("qwen3",),
+    families: Sequence[str] = (MAIN_FAMILY,),
     schedules: Sequence[Any] = ("moderate",),
     profile: str = "toy",
     overrides: tuple[tuple[str, Any], ...] = (),

@@ -8,13 +8,14 @@ import sys
 
 from pwopsd.config import ConfigError
 from pwopsd.grid import EXECUTORS, grid_specs, run_grid
+from pwopsd.vocab import MAIN_FAMILY
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pwopsd.grid", description="A grid of runs.")
     ap.add_argument("--methods", nargs="+", required=True)
     ap.add_argument("--seeds", nargs="+", type=int, default=[1])
-    ap.add_argument("--families", nargs="+", default=["qwen3"])
+    ap.add_argument("--families", nargs="+", default=[MAIN_FAMILY])
     ap.add_argument("--schedules", nargs="+", default=["moderate"])
     ap.add_argument("--profile", default="toy")
     ap.add_argument("--executor", choices=EXECUTORS, default="inline")

@@ -9,32 +9,20 @@ configs' defaults; a run an earlier section trained is counted once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import product
 from typing import Any
 
 import pandas as pd
 
-from pwopsd.config import (
-    CrossModelConfig,
-    DiagnosticConfig,
-    MainTableConfig,
-    ReductionFactorialConfig,
-    ScheduleSweepConfig,
-)
+from pwopsd.config import NOTEBOOK_CONFIGS, DiagnosticConfig, TableSectionConfig
 from pwopsd.perf.walltimes import SECTIONS
+from pwopsd.sections import section_rows as rows_of
 from pwopsd.vocab import (
     BENCHMARK_LABELS,
-    CLIPPED_FKL_METHODS,
     FAMILIES,
-    MAIN_TABLE_METHODS,
+    MAIN_FAMILY,
     PAPER_BENCHMARKS,
     PAPER_MODEL_LABELS,
-    POSITION_METHODS,
 )
-
-MAIN_FAMILY = "qwen3"
-"""The family of the paper's main model, Qwen3-4B (PROTOCOL section 3): every section but the
-cross-model one trains it only."""
 
 PROTOCOL_PAPER: dict[str, Any] = {
     # PROTOCOL section 3 (Training, paper profile):
@@ -60,44 +48,18 @@ PROTOCOL_PAPER: dict[str, Any] = {
 check them against ``pwopsd.config``'s paper profile)."""
 
 
-def run_name(method: str, schedule: str | None = None) -> str:
-    """A training run's name in the cost plan: the method, and a position method's schedule
-    ("pw_opsd_moderate")."""
-    return f"{method}_{schedule}" if schedule is not None and method in POSITION_METHODS else method
-
-
-def factorial_run(weighting: str, reduction: str, schedule: str) -> str:
-    """The run of a reduction-factorial cell: the main-table method with that weighting and
-    reduction where there is one (uniform/global is OPSD, position/per-sequence is PW-OPSD,
-    PROTOCOL section 2), else the cell's own method ("position_global")."""
-    cell = (weighting, reduction)
-    same = [m for m in MAIN_TABLE_METHODS if CLIPPED_FKL_METHODS.get(m) == cell]
-    return run_name(same[0], schedule) if same else f"{weighting}_{reduction}"
-
-
 def section_rows() -> dict[str, list[tuple[str, str]]]:
-    """Per table section, its (family, run) rows as the section configs default to them
+    """Per table section, its (family, run) rows at the paper profile, exactly as
+    :func:`pwopsd.sections.section_rows` builds them from the section configs' defaults
     (PROTOCOL section 6, the published rows; section 2, the four schedules and the 2x2
     reduction factorial). "base" is the untrained model, evaluated but not trained."""
-    main, sweep = MainTableConfig(), ScheduleSweepConfig()
-    cross, factorial = CrossModelConfig(), ReductionFactorialConfig()
     return {
-        "main_table": [
-            (MAIN_FAMILY, run_name(m, s))
-            for m in main.methods
-            for s in (main.schedules if m in POSITION_METHODS else [None])
-        ],
-        "schedule_sweep": [(MAIN_FAMILY, "opsd")]
-        + [(MAIN_FAMILY, run_name("pw_opsd", s)) for s in sweep.schedules],
-        "cross_model": [
-            (family, run_name(m, cross.schedule))
-            for family in cross.families
-            for m in cross.methods
-        ],
-        "reduction_factorial": [
-            (MAIN_FAMILY, factorial_run(w, r, factorial.schedule))
-            for w, r in product(factorial.weightings, factorial.reductions)
-        ],
+        name: [
+            (r.family, "base" if r.run is None else r.run.name)
+            for r in rows_of(cls(profile="paper"))
+        ]
+        for name, cls in NOTEBOOK_CONFIGS.items()
+        if issubclass(cls, TableSectionConfig)
     }
 
 

@@ -19,7 +19,7 @@ from pwopsd.config import ConfigError, check_writable_dir
 from pwopsd.train.loop import train
 from pwopsd.train.spec import RunSpec, plan
 from pwopsd.train.step import TrainingError
-from pwopsd.vocab import BACKENDS, SCHEDULES, TRAINABLE_METHODS
+from pwopsd.vocab import BACKENDS, FAMILIES, MAIN_FAMILY, SCHEDULES, TRAINABLE_METHODS
 
 
 def parse_schedule(text: str | None) -> str | tuple[float, ...] | None:
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--method", required=True, choices=TRAINABLE_METHODS)
     ap.add_argument("--schedule", default=None, help="name or w_min,c,s (position methods)")
     ap.add_argument("--seed", type=int, default=1, help="replicate seed (training seed 1, 2, 3)")
-    ap.add_argument("--family", default="qwen3")
+    ap.add_argument("--family", default=MAIN_FAMILY, choices=FAMILIES)
     ap.add_argument("--profile", default="toy")
     ap.add_argument("--root", default="", help="runs root (default results/<profile>/runs)")
     ap.add_argument("--max-steps", default=None, help="= --set max_steps=N")

@@ -16,7 +16,13 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from pwopsd.config import RESULTS_DIR, ConfigError, Profile, TrainConfig, get_profile
 from pwopsd.config.settings import coerce_train_overrides, resolve_schedule
 from pwopsd.sampling import derive_seed
-from pwopsd.vocab import DEFAULT_SCHEDULE, FAMILIES, POSITION_METHODS, TRAINABLE_METHODS
+from pwopsd.vocab import (
+    DEFAULT_SCHEDULE,
+    FAMILIES,
+    MAIN_FAMILY,
+    POSITION_METHODS,
+    TRAINABLE_METHODS,
+)
 
 Schedule = str | tuple[float, float, float]
 
@@ -30,7 +36,7 @@ class RunSpec:
     seed: int = 1
     """The run's replicate seed, the "training seed" of the tables (LoRA init, data order,
     rollout seeds). ``TrainConfig.base_seed`` is PROTOCOL's fixed 42, not a second choice."""
-    family: str = "qwen3"
+    family: str = MAIN_FAMILY
     """Model family of the profile (:data:`pwopsd.vocab.FAMILIES`)."""
     schedule: Schedule | None = None
     """Position-weight schedule (name or (w_min, c, s)); position methods default to Moderate."""
@@ -176,7 +182,7 @@ def launch_command(spec: RunSpec) -> str:
         if spec.profile != "toy":
             head += f" --profile {spec.profile}"
     parts = [head, f"--method {spec.method}", f"--seed {spec.seed}"]
-    if spec.family != "qwen3":
+    if spec.family != MAIN_FAMILY:
         parts.append(f"--family {spec.family}")
     if spec.schedule is not None:
         text = (
