@@ -90,3 +90,18 @@ def test_layout():
         "book/_toc.yml",
     ):
         assert (REPO_ROOT / path).exists(), path
+
+
+def test_quick_look_results_are_ignored_by_git_and_full_ones_are_not():
+    """A scaled configuration's results (``<section>.seed<k>.<tag>.json``) never get committed
+    by ``git add results/``; the full files the book reads do."""
+    import subprocess
+
+    def ignored(path: str) -> bool:
+        done = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO_ROOT)
+        return done.returncode == 0
+
+    assert ignored("results/toy/main_table/main_table.seed1.eval_seeds1-max_problems2.json")
+    assert ignored("results/toy/diagnostic/table1.seed2.max_problems8.json")
+    assert not ignored("results/toy/main_table/main_table.seed1.json")
+    assert not ignored("results/toy/diagnostic/figure1.seed12.json")

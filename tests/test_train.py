@@ -539,12 +539,19 @@ def test_cli_parses_every_yaml_spelling_to_the_field_type(tmp_path, capsys):
         ),
         (["--profile", "nosuch", "--max-steps", "2"], "profile='nosuch' is not known"),
         (["--schedule", "0.2,x,1"], "--schedule '0.2,x,1'"),
+        (["--backend", "jax"], "rollout_backend='jax'; allowed: ['vllm', 'hf']"),
     ],
 )
 def test_cli_names_unknown_family_profile_and_schedule(tmp_path, capsys, args, culprit):
     code, _, err = _cli(capsys, "--method", "pw_opsd", "--root", str(tmp_path), *args)
     assert code == 2 and culprit in err and err.count("\n") == 1, err
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_names_an_unknown_method(tmp_path, capsys):
+    code, _, err = _cli(capsys, "--method", "ppo", "--root", str(tmp_path))
+    assert code == 2 and "method='ppo' is not known; allowed: ['opsd'" in err
+    assert err.count("\n") == 1 and not any(tmp_path.iterdir())
 
 
 def test_cli_refuses_an_unwritable_root(tmp_path, capsys):
@@ -596,6 +603,19 @@ def test_a_truncated_final_adapter_is_set_aside_and_retrained_identically(finish
     assert adapter.read_bytes() == original.read_bytes()
     rows = [json.loads(x) for x in (rd / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_an_unfinished_run_falls_back_past_a_truncated_checkpoint(finished_run, tmp_path):
+    from pwopsd.train import last_checkpoint
+
+    moved = _copy_run(finished_run, tmp_path)
+    rd = moved.run_dir()
+    (rd / "DONE.json").unlink()
+    state = rd / "checkpoints/step-4/trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:-10])
+    with pytest.warns(UserWarning, match="step-4 is corrupt .*trainer_state.pt"):
+        assert last_checkpoint(rd) == (2, rd / "checkpoints/step-2")
+    assert (rd / "checkpoints/step-4.corrupt").is_dir() and not (rd / "checkpoints/step-4").exists()
 
 
 def _unfinish(finished_run, root: Path) -> RunSpec:

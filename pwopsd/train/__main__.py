@@ -64,16 +64,16 @@ def parse_overrides(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pwopsd.train", description="One OPSD run.")
-    ap.add_argument("--method", required=True, choices=TRAINABLE_METHODS)
+    ap.add_argument("--method", required=True, help=f"one of {', '.join(TRAINABLE_METHODS)}")
     ap.add_argument("--schedule", default=None, help="name or w_min,c,s (position methods)")
     ap.add_argument("--seed", type=int, default=1, help="replicate seed (training seed 1, 2, 3)")
-    ap.add_argument("--family", default=MAIN_FAMILY, choices=FAMILIES)
+    ap.add_argument("--family", default=MAIN_FAMILY, help=f"one of {', '.join(FAMILIES)}")
     ap.add_argument("--profile", default="toy")
     ap.add_argument("--root", default="", help="runs root (default results/<profile>/runs)")
     ap.add_argument("--max-steps", default=None, help="= --set max_steps=N")
     ap.add_argument("--micro-batch", default=None, help="= --set micro_batch=N")
     ap.add_argument("--learning-rate", default=None, help="= --set learning_rate=X")
-    ap.add_argument("--backend", choices=BACKENDS, default=None, help="rollout backend")
+    ap.add_argument("--backend", default=None, help=f"rollout backend: {' or '.join(BACKENDS)}")
     ap.add_argument(
         "--set",
         action="append",
