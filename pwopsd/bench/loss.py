@@ -38,6 +38,7 @@ from pwopsd.bench.memory import PeakRSS, current_rss
 from pwopsd.config import RESULTS_DIR
 from pwopsd.kernels.chunked import weighted_chunked_clipped_fkl
 from pwopsd.kernels.fused_linear import fused_linear_clipped_fkl
+from pwopsd.kernels.triton_fkl import weighted_triton_clipped_fkl
 from pwopsd.losses import position_weights, reference_per_token_clipped_fkl, token_coefficients
 from pwopsd.provenance import write_results
 from pwopsd.vocab import DEFAULT_SCHEDULE, SCHEDULES
@@ -127,9 +128,6 @@ def run_impl(
                 s, t, coeff, temp, tau, chunk_size=cfg["chunk_size"], compile=cfg["compile"]
             )
         else:
-            # Imports Triton (optional, CUDA only): loaded only when this implementation runs.
-            from pwopsd.kernels.triton_fkl import weighted_triton_clipped_fkl
-
             loss, _ = weighted_triton_clipped_fkl(s, t, coeff, temp, tau)
         loss.backward()
         return loss.detach(), s.grad

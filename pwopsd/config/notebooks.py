@@ -357,7 +357,7 @@ class CrossModelConfig(TableSectionConfig):
 
     notebook: ClassVar[str] = "cross_model"
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
-    """Model families ("qwen3", "llama", "olmo3")."""
+    """Model families (any of :data:`pwopsd.vocab.FAMILIES`)."""
     methods: list[str] = field(default_factory=lambda: ["base", "opsd", "pw_opsd"])
     """Methods per family (any of "base", "opsd", "eopd", "reopold", "pw_opsd")."""
     schedule: str = DEFAULT_SCHEDULE

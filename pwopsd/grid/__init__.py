@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import submitit
+
 from pwopsd.config import RESULTS_DIR, ConfigError, get_profile
 from pwopsd.engine import make_engine
 from pwopsd.train import RunResult, RunSpec, train
@@ -95,7 +97,6 @@ def run_grid(
         return report
     if executor == "inline":
         return _inline(todo, report, engines or {}, progress)
-    import submitit  # optional: only the local/slurm executors need it
 
     profile = todo[0].profile
     folder = Path(folder) if folder else RESULTS_DIR / profile / "grid_logs"

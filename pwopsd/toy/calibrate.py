@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pwopsd import prompts
 from pwopsd.config import RESULTS_DIR, SamplingConfig, get_profile
+from pwopsd.evaluate import extract_answer, problem_metrics
 from pwopsd.provenance import provenance, write_json
 from pwopsd.sampling import derive_seed, vllm_sampling_params
 from pwopsd.toy.checkpoint import check_checkpoint
@@ -137,11 +138,6 @@ def run_family(
     checkpoints: Path | None = None,
 ) -> dict:
     """Calibrate one family in this process (starts one vLLM engine)."""
-    from transformers import AutoTokenizer
-
-    from pwopsd.evaluate import extract_answer, problem_metrics
-    from pwopsd.toy.checkpoint import check_checkpoint
-
     profile = get_profile("toy")
     path = str(checkpoints / f"toy-{family}") if checkpoints else profile.models[family]
     check_checkpoint(path)
@@ -172,8 +168,7 @@ def run_family(
             answers = [extract_answer(c.text) for c in out]
             per_problem.append(problem_metrics(answers, row["answer"]))
         entry[template] = {
-            key: sum(p[key] for p in per_problem) / len(per_problem)
-            for key in ("avg", "pass", "maj")
+            key: sum(p[key] for p in per_problem) / len(per_problem) for key in METRICS
         }
         entry[template]["invalid"] = sum(p["n_invalid"] for p in per_problem) / (len(rows) * n)
         entry[template]["mean_completion_tokens"] = sum(
