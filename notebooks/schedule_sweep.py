@@ -19,7 +19,7 @@
 # Paper Table 3 and Figure 2: PW-OPSD under the Mild, Moderate, Sharp and Aggressive schedules
 # (plus an optional custom schedule `w_min`, `c`, `s`), with OPSD as the reference row. Only
 # Moderate's values are published; the other three are this project's choice (see
-# `pwopsd.config.SCHEDULES`). Runs shared with the main table (OPSD, Moderate, Aggressive) are
+# `pwopsd.vocab.SCHEDULES`). Runs shared with the main table (OPSD, Moderate, Aggressive) are
 # reused, not retrained. Writes `results/<profile>/schedule_sweep/schedule_sweep.seed<k>.json`.
 
 # %% tags=["parameters"]
