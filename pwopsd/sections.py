@@ -74,15 +74,6 @@ class Row:
     """Section-specific coordinates (schedule; weighting and reduction)."""
 
 
-def results_path(cfg: TableSectionConfig) -> Path:
-    """Where a table section's results file goes: ``<section>.seed<k>.json`` for the full
-    configuration, ``<section>.seed<k>.<tag>.json`` for any smaller or other one (the book
-    reads only full files; the diagnostic names its files in :mod:`pwopsd.diagnostic`)."""
-    tag = cfg.scale_tag()
-    stem = f"{cfg.notebook}.seed{cfg.seed}"
-    return cfg.results_dir / (f"{stem}.{tag}.json" if tag else f"{stem}.json")
-
-
 def run_diagnostic(cfg: DiagnosticConfig) -> dict[str, Any]:
     """Run (or resume) the branch-viability diagnostic, phases A-G.
 
@@ -256,7 +247,7 @@ def run_table_section(cfg: TableSectionConfig, *, progress: bool = True) -> dict
         "schedule_notes": SCHEDULE_NOTES,
         "config": cfg.to_dict(),
     }
-    path = results_path(cfg)
+    path = cfg.results_file()
     write_results(path, result, profile=cfg.profile, seed=cfg.seed,
                   wall_seconds=time.time() - start)  # fmt: skip
     print(f"[{cfg.notebook}] wrote {path} in {time.time() - start:.0f} s")

@@ -119,3 +119,13 @@ def test_from_namespace_rejects_unknown_names_and_ignores_kernel_names():
     assert cfg.seed == 3
     with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['sed'\].*allowed parameters"):
         config.MainTableConfig.from_namespace({**ns, "sed": 2})
+
+
+def test_results_files_are_named_in_one_place():
+    full = config.MainTableConfig(seed=2)
+    assert full.results_file().name == "main_table.seed2.json"
+    quick = config.MainTableConfig(seed=2, max_problems=3, eval_seeds=1)
+    assert quick.results_file().name == "main_table.seed2.eval_seeds1-max_problems3.json"
+    diag = config.DiagnosticConfig(seed=3)
+    assert diag.results_file("table1").name == "table1.seed3.json"
+    assert diag.results_file().name == "diagnostic.seed3.json"

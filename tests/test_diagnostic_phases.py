@@ -141,14 +141,14 @@ def test_run_writes_table1_and_figure1(tmp_path, tok):
     # a smaller run than the full configuration never takes the full run's file names
     assert not (out / f"table1.seed{cfg.seed}.json").exists() and cfg.scale_tag()
     assert res["paths"]["table1"] == str(out / f"table1.seed{cfg.seed}.{cfg.scale_tag()}.json")
-    rows = json.loads(phases.output_path(cfg, "table1").read_text())["rows"]
+    rows = json.loads(cfg.results_file("table1").read_text())["rows"]
     assert any("position" in r["score"] for r in rows)
     keys = {"score", "auroc", "ci_low", "ci_high", "auprc", "n_real_uncertain", "n_diversity"}
     for r in rows:
         assert keys <= set(r)
-    fig = json.loads(phases.output_path(cfg, "figure1").read_text())
+    fig = json.loads(cfg.results_file("figure1").read_text())
     assert set(fig["series"]) == {"diversity", "real_uncertain", "gray", "all"}
-    doc = json.loads(phases.output_path(cfg, "diagnostic").read_text())
+    doc = json.loads(cfg.results_file("diagnostic").read_text())
     assert doc["status"] == "ok" and doc["provenance"]["profile"] == "toy"
     records = json.loads((phases.scratch_dir(cfg) / "candidates.json").read_text())
     assert {r["label"] for r in records} <= {"diversity", "real_uncertain", "gray"}
@@ -255,8 +255,8 @@ def test_runs_with_other_settings_keep_their_own_files(tmp_path, tok):
     strict = tiny(tmp_path, viable_threshold=0.9)
     assert phases.scratch_dir(strict) == phases.scratch_dir(cfg)
     phases.run(strict, make_engine=_no_engine, log=lambda s: None)
-    assert phases.output_path(strict, "table1").exists()
-    assert phases.output_path(strict, "table1") != phases.output_path(cfg, "table1")
+    assert strict.results_file("table1").exists()
+    assert strict.results_file("table1") != cfg.results_file("table1")
 
 
 def _no_engine():

@@ -94,6 +94,15 @@ class NotebookConfig:
     def get_profile(self) -> Profile:
         return get_profile(self.profile)
 
+    def results_file(self, stem: str = "") -> Path:
+        """Where a results file of this run goes: ``<stem>.seed<k>.json`` for the section's full
+        configuration, ``<stem>.seed<k>.<tag>.json`` (:meth:`scale_tag`) for any smaller or
+        other one, so a quick run never replaces the files the book reads. ``stem`` defaults to
+        the notebook's name (the diagnostic writes several stems)."""
+        tag = self.scale_tag()
+        name = f"{stem or self.notebook}.seed{self.seed}"
+        return self.results_dir / (f"{name}.{tag}.json" if tag else f"{name}.json")
+
     def scale_tag(self) -> str:
         """ "" for the section's full configuration; otherwise a tag naming the fields that
         differ from it (e.g. "max_problems2-eval_seeds1"), so a quick run's results go under

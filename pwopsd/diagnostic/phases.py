@@ -55,16 +55,6 @@ RESULT_STEMS = ("diagnostic", "table1", "figure1")
 """The results files of one seed: ``<stem>.seed<k>[.<tag>].json``."""
 
 
-def output_path(cfg: DiagnosticConfig, stem: str) -> Path:
-    """``<results_dir>/<stem>.seed<k>.json`` for the full configuration, and
-    ``<stem>.seed<k>.<tag>.json`` for a smaller or otherwise different one
-    (:meth:`~pwopsd.config.NotebookConfig.scale_tag`), so a quick run never replaces the files
-    the book reads; each seed adds its own files."""
-    tag = cfg.scale_tag()
-    name = f"{stem}.seed{cfg.seed}"
-    return cfg.results_dir / (f"{name}.{tag}.json" if tag else f"{name}.json")
-
-
 def scratch_dir(cfg: DiagnosticConfig) -> Path:
     """``<results_dir>/scratch/<seed and settings tag>/``: one directory per set of the settings
     phases A-E depend on, so runs differing only in F/G thresholds share the samples."""
@@ -97,7 +87,7 @@ def plan_summary(cfg: DiagnosticConfig, profile: Profile) -> dict[str, Any]:
         "max_continuations": n_cand * cfg.children_per_candidate * cfg.rollouts_per_child,
         "mc_dropout_passes": cfg.max_problems * cfg.mc_samples,
         "scratch": str(scratch_dir(cfg)),
-        "results": [str(output_path(cfg, stem)) for stem in RESULT_STEMS],
+        "results": [str(cfg.results_file(stem)) for stem in RESULT_STEMS],
     }
 
 
@@ -151,7 +141,7 @@ def _write_results(
     fig = figure1_data(records)
     timings["G"] = round(time.time() - t0, 2)
     wall = time.time() - start
-    files = {stem: output_path(cfg, stem) for stem in RESULT_STEMS}
+    files = {stem: cfg.results_file(stem) for stem in RESULT_STEMS}
     prov = dict(profile=cfg.profile, seed=cfg.seed, wall_seconds=wall)
     write_results(files["table1"], {"rows": rows}, **prov)
     write_results(files["figure1"], fig, **prov)
