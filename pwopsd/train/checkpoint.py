@@ -101,10 +101,16 @@ def checkpoint_problem(directory: Path) -> str | None:
 
 
 def set_aside(directory: Path, problem: str) -> Path:
-    """Move a corrupt checkpoint out of the way (kept for inspection), with a warning."""
+    """Move a corrupt checkpoint out of the way (kept for inspection), with a warning. Every
+    process of a run checks its checkpoints; one that finds the move already done goes on."""
     target = directory.with_name(directory.name + ".corrupt")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(directory, target)
+    try:
+        os.replace(directory, target)
+    except FileNotFoundError:
+        return target  # another process of this run set it aside first
+    except OSError:  # an older .corrupt copy is in the way
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(directory, target)
     warnings.warn(f"checkpoint {directory} is corrupt ({problem}); moved to {target}", stacklevel=2)
     return target
 

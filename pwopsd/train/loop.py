@@ -136,7 +136,7 @@ def _verified_finished(run_dir: Path, cfg: TrainConfig) -> bool:
         if problem is not None:
             if directory.exists():
                 set_aside(directory, problem)
-            (run_dir / "DONE.json").unlink()
+            (run_dir / "DONE.json").unlink(missing_ok=True)
             return False
     return True
 

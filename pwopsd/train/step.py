@@ -21,6 +21,7 @@ import torch
 from pwopsd import losses
 from pwopsd.config import TrainConfig
 from pwopsd.rollout import AlignedBatch, gather_positions
+from pwopsd.vocab import DEFAULT_SCHEDULE
 
 
 class TrainingError(RuntimeError):
@@ -114,7 +115,7 @@ def micro_step(
             step=step,
             temperature=cfg.distill_temperature,
             tau_clip=cfg.tau_clip,
-            schedule=schedule or "moderate",
+            schedule=schedule or DEFAULT_SCHEDULE,
         )
         if not torch.isfinite(result.loss):
             raise TrainingError(f"non-finite loss ({result.loss.item()}) at step {step + 1}")
@@ -143,7 +144,6 @@ def micro_step(
 class StepStats:
     """A step's running sums over its micro-batches (this process), then over processes."""
 
-    micro_batches: int = 0
     loss: float = 0.0
     valid_tokens: int = 0
     rows: int = 0
@@ -162,7 +162,6 @@ class StepStats:
     """The loss's ``*_min`` / ``*_max`` metrics, extreme over micro-batches."""
 
     def add(self, micro: MicroStats) -> None:
-        self.micro_batches += 1
         self.loss += micro.loss
         self.valid_tokens += micro.valid_tokens
         self.rows += micro.rows
