@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -569,9 +570,10 @@ def test_max_steps_has_one_meaning_and_the_launch_line_reproduces_the_plan(tmp_p
     _, planned, _ = _cli(
         capsys, *base, "--schedule", "0.2,0.4,0.1", "--family", "llama", "--seed", "2",
         "--max-steps", "12", "--set", "tau_clip=0.25", "--set", "learning_rate=3e-4",
+        "--set", "rollout={temperature: 0.9, top_k: 5}", "--root", str(tmp_path / "a dir"),
     )  # fmt: skip
     plan_a = json.loads(planned)
-    launch = plan_a["launch"].split()
+    launch = shlex.split(plan_a["launch"])  # as a shell would split the copied line
     assert launch[:3] == ["python", "-m", "pwopsd.train"]
     _, again, _ = _cli(capsys, *launch[3:], "--dry-run")
     assert json.loads(again) == plan_a

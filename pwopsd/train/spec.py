@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,7 @@ def checkpoint_steps(cfg: TrainConfig) -> list[int]:
 
 
 def launch_command(spec: RunSpec) -> str:
-    """The command line that reproduces ``spec`` exactly (the dry-run plan prints it)."""
+    """The shell command that reproduces ``spec`` exactly (the dry-run plan prints it)."""
     if spec.profile == "paper":
         head = (
             "accelerate launch --config_file configs/accelerate/paper_4xh100_zero2.yaml "
@@ -190,9 +191,10 @@ def launch_command(spec: RunSpec) -> str:
         )
         parts.append(f"--schedule {text}")
     if spec.root:
-        parts.append(f"--root {spec.root}")
+        parts.append(f"--root {shlex.quote(spec.root)}")
     for key, value in spec.overrides:
-        parts.append(f"--set {key}={json.dumps(value, default=jsonable)}")
+        # JSON is YAML, which is how --set reads values; quoted so a shell passes it whole
+        parts.append(f"--set {shlex.quote(f'{key}={json.dumps(value, default=jsonable)}')}")
     return " ".join(parts)
 
 
