@@ -87,6 +87,16 @@ class Mixture:
     answer_redo_share: float = 0.15
     """Share of answer-only examples that derail, notice that the total is not the given answer and
     start over along a fresh route (:func:`redo_completion`; wrong product lines masked)."""
+    teacher_shortcut_share: float = 0.0
+    """**The position-premise dial.** Share of teacher examples (two terms or more) whose
+    completion opens with a *shortcut* copied from the reference: one fused line
+    ``a*b+c*d=S`` whose value ``S`` the reference's third line holds (:func:`shortcut_teacher`).
+    Reading the reference, the teacher prefers to open that way; the student, which never sees
+    a fused line and has no reference to copy ``S`` from, cannot take it reliably. That is the
+    paper's premise in this world: the privileged teacher's *early* tokens favour a move only
+    reachable given the reference, while its later tokens (single steps, the error it spots at
+    a slip) stay good. 0 (the shipped checkpoints) draws nothing extra from the stream, so the
+    v4 checkpoints stay step-exact."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -192,6 +202,35 @@ def slipped_completion(prompt: str, problem: task.Problem, rng: random.Random) -
     return completion_text(prompt, lines, total)
 
 
+def shortcut_route(problem: task.Problem, rng: random.Random) -> list[str]:
+    """A route that multiplies two terms, adds them at once (``a*b=P``, ``c*d=Q``, ``P+Q=S``),
+    then goes on along a random route: the reference of a shortcut teacher example."""
+    order = list(range(len(problem.pairs)))
+    rng.shuffle(order)
+    (a, b), (c, d) = problem.pairs[order[0]], problem.pairs[order[1]]
+    lines = [f"{a}*{b}={a * b}", f"{c}*{d}={c * d}", f"{a * b}+{c * d}={a * b + c * d}"]
+    total = a * b + c * d
+    for idx in order[2:]:
+        x, y = problem.pairs[idx]
+        lines += [f"{x}*{y}={x * y}", f"{total}+{x * y}={total + x * y}"]
+        total += x * y
+    return lines
+
+
+def shortcut_teacher(
+    hf_tok: PreTrainedTokenizerFast, problem: task.Problem, rng: random.Random
+) -> str:
+    """A teacher-template example that opens with the reference's shortcut: the reference is a
+    :func:`shortcut_route`, and the completion fuses its first three lines into one,
+    ``a*b+c*d=S`` (``S`` copied from the reference), then retraces the rest of it."""
+    route = shortcut_route(problem, rng)
+    fused = route[0].split("=")[0] + "+" + route[1].split("=")[0] + "=" + route[2].split("=")[1]
+    prompt = prompts.teacher_prompt(
+        hf_tok, problem.text, task.format_solution(route, problem.answer)
+    )
+    return prompt + closed_completion([fused, *route[3:]], problem.answer)
+
+
 def make_example(
     hf_tok: PreTrainedTokenizerFast,
     kind: str,
@@ -231,6 +270,10 @@ def make_example(
         if derailed is not None:
             text, spans = derailed
             return prompt + text, [(a + len(prompt), b + len(prompt)) for a, b in spans]
+        if mix.teacher_shortcut_share > 0 and len(problem.pairs) > 1:
+            # drawn only when the dial is on: share 0 leaves the v4 stream unchanged
+            if rng.random() < mix.teacher_shortcut_share:
+                return shortcut_teacher(hf_tok, problem, rng), []
         if rng.random() >= mix.reference_route_share:
             route = task.solution_steps(problem, rng)
         return prompt + closed_completion(route, problem.answer), []

@@ -165,6 +165,14 @@ def _next_lines(pairs: list[tuple[int, int]], known: list[int]) -> list[tuple[st
     for i, (a, b) in enumerate(pairs):
         rest = pairs[:i] + pairs[i + 1 :]
         lines.append((f"{a}*{b}={a * b}", (rest, [*known, a * b])))
+        # the fused shortcut (two products and their sum on one line, toy/examples.py's
+        # position-premise dial): valid arithmetic, so a correct one is not an error
+        for j, (c, d) in enumerate(rest):
+            fused = (
+                f"{a}*{b}+{c}*{d}={a * b + c * d}",
+                (rest[:j] + rest[j + 1 :], [*known, a * b + c * d]),
+            )
+            lines.append(fused)
     for i, x in enumerate(known):
         for j, y in enumerate(known):
             if i != j:
@@ -179,7 +187,8 @@ def first_error(problem: Problem, text: str, finished: bool = True) -> int | Non
     """Offset of the first character of ``text`` that no valid route can continue with.
 
     ``text`` is a think-closed completion: step lines (``a*b=c`` for a factor pair of the
-    problem not yet multiplied, ``x+y=z`` for two values computed and not yet added), then
+    problem not yet multiplied, ``x+y=z`` for two values computed and not yet added,
+    ``a*b+c*d=s`` for two pairs multiplied and added at once: the shortcut), then
     ``\\boxed{N}`` once every product is summed into one value ``N``. A wrong operand, a
     repeated or dropped term, a slip in arithmetic or an early box all make some character
     impossible; that character's offset is returned. ``None``: ``text`` is a valid route
@@ -218,6 +227,7 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 STEP_RE = re.compile(r"^(\d+)([*+])(\d+)=(\d+)$")
+FUSED_RE = re.compile(r"^(\d+)\*(\d+)\+(\d+)\*(\d+)=(\d+)$")
 
 
 def consistent(text: str) -> bool:
@@ -231,6 +241,13 @@ def consistent(text: str) -> bool:
         return False
     last = None
     for line in lines[:-1]:
+        f = FUSED_RE.match(line.strip())
+        if f:  # the shortcut a*b+c*d=s
+            a, b, c, d, z = (int(g) for g in f.groups())
+            if z != a * b + c * d:
+                return False
+            last = z
+            continue
         m = STEP_RE.match(line.strip())
         if not m:
             return False
