@@ -9,6 +9,8 @@ PROTOCOL section 4:
   the vote and is wrong when it wins. The largest cluster wins; ties go to the cluster whose
   first member came first. Maj = correctness of the winner's representative.
 * Benchmark score = mean over problems; over evaluation seeds: mean and sample (Bessel) sd.
+* Two methods are compared by per-seed paired differences (:func:`paired_interval`): the mean
+  difference with a Student-t interval, printed by :func:`format_interval`.
 
 Nothing here grades: equivalence comes in through a batch callable, so the same code runs
 serially (``pwopsd.evaluate.problem_metrics``) and over a worker pool (whole benchmarks).
@@ -18,6 +20,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+# scipy.special (not scipy.stats): the t quantile alone, without scipy.stats' import cost.
+from scipy.special import stdtrit
 
 from pwopsd.vocab import METRICS
 
@@ -185,3 +191,71 @@ def benchmark_scores(per_problem: Sequence[dict[str, float | int]]) -> dict[str,
     out["samples"] = sum(int(p["n"]) for p in per_problem)
     out["invalid_fraction"] = sum(int(p["n_invalid"]) for p in per_problem) / out["samples"]
     return out
+
+
+@dataclass(frozen=True)
+class PairedInterval:
+    """Mean of per-seed paired differences and its two-sided Student-t interval.
+
+    ``low`` and ``high`` are NaN when ``n`` is 1 (one difference has no spread to judge by).
+    """
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of 0 (False without an interval)."""
+        return self.low > 0 or self.high < 0  # NaN compares False
+
+
+def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> PairedInterval:
+    """Mean of per-seed paired differences with a Student-t interval.
+
+    Each difference is method A minus method B on the same training seed, each scored on the
+    same evaluation seeds, so what the two runs of a seed share cancels. The interval is
+    ``mean ± t_{(1 + confidence) / 2, n - 1} * sd / sqrt(n)`` with the sample (Bessel, ddof=1)
+    sd of the differences; with one difference ``low`` and ``high`` are NaN. A NaN difference
+    is an error naming its position.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence!r} must lie in (0, 1)")
+    values = [float(d) for d in differences]
+    if not values:
+        raise ValueError("paired_interval needs at least one difference")
+    bad = [i for i, d in enumerate(values) if math.isnan(d)]
+    if bad:
+        raise ValueError(f"difference at position {bad[0]} is NaN (positions {bad})")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return PairedInterval(mean, math.nan, math.nan, 1)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in values) / (n - 1))
+    half = float(stdtrit(n - 1, (1 + confidence) / 2)) * sd / math.sqrt(n)
+    return PairedInterval(mean, mean - half, mean + half, n)
+
+
+def format_interval(
+    iv: PairedInterval, scale: float = 1.0, digits: int = 1, show_n: bool = True
+) -> str:
+    """``"-0.8 [-3.1, +1.5] (n = 3)"``: signed mean and interval, times ``scale``.
+
+    ``digits`` is the least number of decimals: an interval that excludes 0 gets up to three
+    more where a bound would otherwise print as 0 (``"-0.76 [-1.50, -0.02]"``, never
+    ``"[-1.5, -0.0]"``). ``show_n`` False drops the count; ``"[no interval]"`` when there is
+    none (one difference).
+    """
+    d = digits
+    while iv.excludes_zero and d < digits + 3 and 0 in (round(scale * iv.low, d),
+                                                        round(scale * iv.high, d)):  # fmt: skip
+        d += 1
+
+    def num(x: float) -> str:
+        return f"{scale * x:+.{d}f}"
+
+    count = f" (n = {iv.n})" if show_n else ""
+    if math.isnan(iv.low) or math.isnan(iv.high):
+        return f"{num(iv.mean)} [no interval]{count}"
+    return f"{num(iv.mean)} [{num(iv.low)}, {num(iv.high)}]{count}"

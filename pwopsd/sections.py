@@ -34,6 +34,7 @@ from pwopsd.config import (
     ReductionFactorialConfig,
     ScheduleSweepConfig,
     TableSectionConfig,
+    get_profile,
 )
 from pwopsd.diagnostic.phases import run as run_diagnostic_phases
 from pwopsd.engine import make_engine
@@ -70,8 +71,11 @@ class Row:
     """"base", a main-table method or a factorial cell."""
     run: RunSpec | None = None
     """The training run this row's adapter comes from; None for the base model."""
-    factors: dict[str, str] = field(default_factory=dict)
-    """Section-specific coordinates (schedule; weighting and reduction)."""
+    factors: dict[str, Any] = field(default_factory=dict)
+    """Section-specific coordinates (schedule; weighting and reduction; dial setting)."""
+    profile: str = ""
+    """The profile whose model this row uses; "" = the section's (the position-premise
+    section's rows use its dial settings' profiles)."""
 
 
 def run_diagnostic(cfg: DiagnosticConfig) -> dict[str, Any]:
@@ -174,71 +178,46 @@ def _eval_dir(cfg: TableSectionConfig, row: Row) -> Path:
     name = "eval" + "".join(f"-{s}" for s in scale)
     if row.run is not None:
         return row.run.run_dir() / name
-    root = cfg.results_dir / "runs" if cfg.out_dir else RESULTS_DIR / cfg.profile / "runs"
+    profile = row.profile or cfg.profile
+    root = cfg.results_dir / "runs" / profile if cfg.out_dir else RESULTS_DIR / profile / "runs"
     return root / row.family / "base" / f"seed{cfg.seed}" / name
 
 
 # ------------------------------------------------------------------ the runner
 
 
-def run_table_section(cfg: TableSectionConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_table_section(
+    cfg: TableSectionConfig,
+    *,
+    rows: list[Row] | None = None,
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train (or reuse) every row's run through :mod:`pwopsd.grid`, evaluate every row with
     the evaluation protocol, and write ``<section>.seed<k>.json``.
 
-    One vLLM engine per model family serves its training rollouts (each update's adapter
-    merged into its weights) and the evaluation of its base model and adapters.
+    ``rows`` default to :func:`section_rows`; ``extra`` adds keys to the results file. One
+    vLLM engine per (profile, model family) serves its training rollouts (each update's
+    adapter merged into its weights) and the evaluation of its base model and adapters.
     """
-    prof = cfg.get_profile()
     start = time.time()
-    rows = section_rows(cfg)
+    rows = section_rows(cfg) if rows is None else rows
     seeds = eval_seeds_for(cfg)
     out: list[dict[str, Any]] = []
     runs: dict[str, Any] = {}
-    for family in dict.fromkeys(r.family for r in rows):
-        family_rows = [r for r in rows if r.family == family]
-        specs = list(dict.fromkeys(r.run for r in family_rows if r.run is not None))
-        engine = make_engine(
-            "vllm",
-            prof.models[family],
-            profile=prof,
-            enable_lora=bool(specs),
-            max_lora_rank=prof.train.lora_r,
-        )
-        try:
-            report = grid.run_grid(specs, engines={f"{cfg.profile}/{family}": engine},
-                                   progress=progress)  # fmt: skip
-            for row in family_rows:
-                adapter = None
-                if row.run is not None:
-                    result = _run_result(row, report)
-                    adapter = str(result.eval_adapter)
-                    runs[row.key] = {
-                        "run_dir": _shown_path(result.run_dir),
-                        "reused": result.reused,
-                        "eval_step": result.summary.get("eval_step"),
-                        "train_seconds": result.summary.get("provenance", {}).get("wall_seconds"),
-                        "metrics": _read_metrics(result.run_dir / "metrics.jsonl"),
-                    }
-                summary = evaluate.evaluate_model(
-                    prof.models[family],
-                    list(prof.benchmarks),
-                    seeds=seeds,
-                    sampling=prof.eval_sampling,
-                    out_dir=_eval_dir(cfg, row),
-                    adapter=adapter,
-                    max_problems=cfg.max_problems,
-                    profile=prof,
-                    engine=engine,
-                    progress=progress,
-                )
-                out.append(_row_record(row, summary))
-        finally:
-            engine.close()
+    for profile, family in dict.fromkeys((r.profile or cfg.profile, r.family) for r in rows):
+        group = [r for r in rows if (r.profile or cfg.profile, r.family) == (profile, family)]
+        _run_group(cfg, profile, family, group, out, runs, progress)
+    models = {}
+    for r in rows:
+        name = r.family if not r.profile else f"{r.profile}/{r.family}"
+        models[name] = _shown_model(get_profile(r.profile or cfg.profile).models[r.family])
+    prof = cfg.get_profile()
     result = {
         "section": cfg.notebook,
         "status": "ok",
         "seed": cfg.seed,
-        "models": {f: _shown_model(prof.models[f]) for f in dict.fromkeys(r.family for r in rows)},
+        "models": models,
         "benchmarks": [{"name": b.name, "label": b.label} for b in prof.benchmarks],
         "eval_seeds": seeds,
         "sampling": prof.eval_sampling.__dict__,
@@ -246,12 +225,60 @@ def run_table_section(cfg: TableSectionConfig, *, progress: bool = True) -> dict
         "runs": runs,
         "schedule_notes": SCHEDULE_NOTES,
         "config": cfg.to_dict(),
+        **(extra or {}),
     }
     path = cfg.results_file()
     write_results(path, result, profile=cfg.profile, seed=cfg.seed,
                   wall_seconds=time.time() - start)  # fmt: skip
     print(f"[{cfg.notebook}] wrote {path} in {time.time() - start:.0f} s")
     return result
+
+
+def _run_group(
+    cfg: TableSectionConfig,
+    profile: str,
+    family: str,
+    rows: list[Row],
+    out: list[dict[str, Any]],
+    runs: dict[str, Any],
+    progress: bool,
+) -> None:
+    """Train and evaluate the rows of one (profile, family) through one engine; append each
+    row's record to ``out`` and its run's summary to ``runs``."""
+    prof = get_profile(profile)
+    specs = list(dict.fromkeys(r.run for r in rows if r.run is not None))
+    engine = make_engine("vllm", prof.models[family], profile=prof, enable_lora=bool(specs),
+                         max_lora_rank=prof.train.lora_r)  # fmt: skip
+    try:
+        report = grid.run_grid(specs, engines={f"{profile}/{family}": engine},
+                               progress=progress)  # fmt: skip
+        for row in rows:
+            adapter = None
+            if row.run is not None:
+                result = _run_result(row, report)
+                adapter = str(result.eval_adapter)
+                runs[row.key] = {
+                    "run_dir": _shown_path(result.run_dir),
+                    "reused": result.reused,
+                    "eval_step": result.summary.get("eval_step"),
+                    "train_seconds": result.summary.get("provenance", {}).get("wall_seconds"),
+                    "metrics": _read_metrics(result.run_dir / "metrics.jsonl"),
+                }
+            summary = evaluate.evaluate_model(
+                prof.models[family],
+                list(prof.benchmarks),
+                seeds=eval_seeds_for(cfg),
+                sampling=prof.eval_sampling,
+                out_dir=_eval_dir(cfg, row),
+                adapter=adapter,
+                max_problems=cfg.max_problems,
+                profile=prof,
+                engine=engine,
+                progress=progress,
+            )
+            out.append(_row_record(row, summary))
+    finally:
+        engine.close()
 
 
 def _run_result(row: Row, report: grid.GridReport) -> RunResult:
@@ -291,6 +318,7 @@ def _row_record(row: Row, summary: dict[str, Any]) -> dict[str, Any]:
         "key": row.key,
         "label": row.label,
         "family": row.family,
+        **({"profile": row.profile} if row.profile else {}),
         "method": row.method,
         "run": None if row.run is None else row.run.name,
         "factors": row.factors,

@@ -4,12 +4,15 @@
 section (quick or otherwise scaled runs are named apart and skipped) and :func:`aggregate`
 turns them into one table: per row, benchmark and metric, the mean over training seeds of each
 seed's mean over its evaluation seeds, with the Bessel sd over training seeds (over evaluation
-seeds while only one training seed is present; ``spread`` says which).
+seeds while only one training seed is present; ``spread`` says which). Each score also keeps
+its value per training seed (``by_seed``), which is what comparisons pair on.
 
-:func:`verdict` compares two rows the way the paper's claims are worded ("PW-OPSD Moderate
-beats OPSD on 3 of 4 sets; the difference exceeds one sd on 1"), from the numbers, so the
-sentence changes when they do. A difference "exceeds one sd" when it is larger than the larger
-of the two rows' sds.
+:func:`verdict` compares two rows from per-seed paired differences (:func:`paired`: row ``a``
+minus row ``b`` on the same training seed, both scored on that seed's evaluation seeds), with a
+Student-t interval (:func:`pwopsd.metrics.paired_interval`) on the mean over benchmarks and on
+each benchmark, printed in the sentence. Its word on the paper's direction
+(:func:`direction_outcome`) is "agrees" or "reversed" only when the interval excludes 0;
+otherwise "no detectable difference (interval includes 0)".
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from pwopsd.config import REPO_ROOT, RESULTS_DIR
-from pwopsd.metrics import mean_sd
+from pwopsd.metrics import PairedInterval, format_interval, mean_sd, paired_interval
 from pwopsd.vocab import METRICS, PAPER_COLUMN, PAPER_MODEL_LABELS
 
 PUBLISHED_PATH = REPO_ROOT / "data" / "published" / "main_table.json"
@@ -83,25 +86,27 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             )
             for bench, metrics in row["scores"].items():
                 for metric, s in metrics.items():
-                    entry["_seed_means"].setdefault((bench, metric), []).append(s["mean"])
+                    entry["_seed_means"].setdefault((bench, metric), []).append(
+                        (result.get("seed"), s["mean"]))  # fmt: skip
                     entry["_eval_sd"][(bench, metric)] = s.get("sd")
     benchmarks = per_seed[0]["benchmarks"]
     out_rows = []
     for entry in rows.values():
         scores: dict[str, dict[str, Any]] = {}
-        for (bench, metric), means in entry.pop("_seed_means").items():
+        for (bench, metric), pairs in entry.pop("_seed_means").items():
+            means = [m for _, m in pairs]
             mean, sd = _mean_sd(means)
             if not multi:
                 sd = entry["_eval_sd"].get((bench, metric))
             scores.setdefault(bench, {})[metric] = {"mean": mean, "sd": sd, "n": len(means),
-                                                    "per_seed": means}  # fmt: skip
+                                                    "per_seed": means, "by_seed": dict(pairs)}  # fmt: skip
         entry.pop("_eval_sd")
         overall = {}
         for metric in METRICS:
-            per_seed_overall = _overall_per_seed(per_seed, entry["key"], metric)
-            mean, sd = _mean_sd(per_seed_overall)
+            by_seed = _overall_per_seed(per_seed, entry["key"], metric)
+            mean, sd = _mean_sd(list(by_seed.values()))
             overall[metric] = {"mean": mean, "sd": sd if multi else None,
-                               "per_seed": per_seed_overall}  # fmt: skip
+                               "per_seed": list(by_seed.values()), "by_seed": by_seed}  # fmt: skip
         out_rows.append({**entry, "scores": scores, "overall": overall})
     return {
         "section": per_seed[0]["section"],
@@ -117,14 +122,14 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _overall_per_seed(per_seed: list[dict[str, Any]], key: str, metric: str) -> list[float]:
-    """A row's mean over benchmarks, one value per training seed that has the row."""
-    out = []
+def _overall_per_seed(per_seed: list[dict[str, Any]], key: str, metric: str) -> dict[Any, float]:
+    """A row's mean over benchmarks, by training seed, for every seed that has the row."""
+    out = {}
     for result in per_seed:
         for row in result["rows"]:
             if row["key"] == key:
                 means = [m[metric]["mean"] for m in row["scores"].values()]
-                out.append(statistics.fmean(means))
+                out[result.get("seed")] = statistics.fmean(means)
     return out
 
 
@@ -212,29 +217,50 @@ def count_published(frame_: pd.DataFrame) -> int:
 # ------------------------------------------------------------------ verdicts
 
 
-def compare(table: dict[str, Any], a: str, b: str, metric: str = "avg") -> dict[str, Any]:
-    """Row ``a`` against row ``b``: per benchmark the difference of means, whether ``a`` is
-    ahead, and whether the difference exceeds one sd (the larger of the two rows' sds)."""
+def paired(
+    table: dict[str, Any],
+    a: str,
+    b: str,
+    bench: str | None = None,
+    metric: str = "avg",
+    confidence: float = 0.95,
+) -> PairedInterval | None:
+    """Row ``a`` minus row ``b`` paired by training seed (each seed's two rows scored on that
+    seed's evaluation seeds): mean and t interval over the seeds both rows have, on ``bench``
+    or (``bench`` None) on the mean over benchmarks; None when they share no seed."""
     ra, rb = row(table, a), row(table, b)
     if ra is None or rb is None:
         raise KeyError(f"rows {a!r} and {b!r} must both be in the table")
+    if bench is None:
+        sa, sb = ra["overall"][metric], rb["overall"][metric]
+    else:
+        sa, sb = ra["scores"][bench][metric], rb["scores"][bench][metric]
+    common = [k for k in sa["by_seed"] if k in sb["by_seed"]]
+    if not common:
+        return None
+    return paired_interval([sa["by_seed"][k] - sb["by_seed"][k] for k in common], confidence)
+
+
+def compare(table: dict[str, Any], a: str, b: str, metric: str = "avg") -> dict[str, Any]:
+    """Row ``a`` against row ``b`` from per-seed paired differences (:func:`paired`): per
+    benchmark and on the mean over benchmarks, the interval and whether ``a`` is ahead; counts
+    of the benchmarks whose interval excludes 0 in ``a``'s favour and against it."""
     per = {}
     for bench in table["benchmarks"]:
-        sa, sb = ra["scores"][bench["name"]][metric], rb["scores"][bench["name"]][metric]
-        diff = sa["mean"] - sb["mean"]
-        sds = [x for x in (sa["sd"], sb["sd"]) if x is not None]  # None: no spread known
-        exceeds = bool(sds) and abs(diff) > max(sds)
-        per[bench["name"]] = {"diff": diff, "ahead": diff > 0, "exceeds_sd": exceeds}
-    overall = ra["overall"][metric]["mean"] - rb["overall"][metric]["mean"]
+        iv = paired(table, a, b, bench["name"], metric)
+        per[bench["name"]] = {"interval": iv, "ahead": iv is not None and iv.mean > 0}
+    ivs = [p["interval"] for p in per.values() if p["interval"] is not None]
+    overall = paired(table, a, b, None, metric)
     return {
-        "a": ra["label"],
-        "b": rb["label"],
+        "a": row(table, a)["label"],
+        "b": row(table, b)["label"],
         "benchmarks": per,
         "wins": sum(p["ahead"] for p in per.values()),
-        "wins_beyond_sd": sum(p["ahead"] and p["exceeds_sd"] for p in per.values()),
-        "losses_beyond_sd": sum(not p["ahead"] and p["exceeds_sd"] for p in per.values()),
+        "wins_clear": sum(iv.excludes_zero and iv.mean > 0 for iv in ivs),
+        "losses_clear": sum(iv.excludes_zero and iv.mean < 0 for iv in ivs),
         "n": len(per),
-        "overall_diff": overall,
+        "overall": overall,
+        "overall_diff": None if overall is None else overall.mean,
     }
 
 
@@ -246,44 +272,58 @@ def paper_difference(family: str, a_label: str, b_label: str) -> float | None:
     return pa["mean"] - pb["mean"]
 
 
+def direction_outcome(iv: PairedInterval | None, paper: float | None) -> str:
+    """The verdict's word on a paired interval (toy scale) against the paper's difference.
+
+    "agrees" / "reversed" only when the interval excludes 0; an interval that includes 0 is
+    "no detectable difference"; one training seed gives no interval and no verdict.
+    """
+    if iv is None or iv.n < 2:
+        return "not judged (one training seed: no interval yet)"
+    if not iv.excludes_zero:
+        return "no detectable difference (interval includes 0)"
+    if paper is None or paper == 0:
+        return "a detectable difference (interval excludes 0)"
+    if (paper > 0) == (iv.mean > 0):
+        return "agrees (interval excludes 0)"
+    return "reversed (interval excludes 0)"
+
+
 def verdict(
     table: dict[str, Any], a: str, b: str, paper_label: dict[str, str] | None = None
 ) -> str:
-    """One generated sentence: how row ``a`` does against row ``b`` here, and whether the
-    paper's direction replicates (Markdown)."""
+    """One generated sentence: row ``a`` minus row ``b`` here, paired by training seed with t
+    intervals on the mean over benchmarks and per benchmark, and the paper's direction
+    against it (Markdown)."""
     paper_label = paper_label or {}
     c = compare(table, a, b)
     ra, rb = row(table, a), row(table, b)
     where = f" ({ra['family']})" if len({r["family"] for r in table["rows"]}) > 1 else ""
+    names = {x["name"]: x.get("label") or x["name"] for x in table["benchmarks"]}
+    per_set = "; ".join(
+        f"{names[k]} {format_interval(p['interval'], 100, show_n=False)}"
+        for k, p in c["benchmarks"].items() if p["interval"] is not None
+    )  # fmt: skip
+    overall = "n/a" if c["overall"] is None else format_interval(c["overall"], 100)
     text = (
-        f"**{c['a']}** beats **{c['b']}**{where} on {c['wins']} of {c['n']} sets "
-        f"(mean Avg {100 * c['overall_diff']:+.1f} points); the difference exceeds one sd "
-        f"in its favour on {c['wins_beyond_sd']} and against it on {c['losses_beyond_sd']}"
-        f" (spread over {table['spread']}, {len(table['seeds'])} seed(s))."
+        f"**{c['a']}** − **{c['b']}**{where}, Avg points, per-seed paired differences "
+        f"(same training seed, same evaluation seeds) with 95% t intervals: mean of the "
+        f"{c['n']} sets {overall}; per set {per_set}. Ahead on {c['wins']} of {c['n']} sets; "
+        f"the interval excludes 0 in its favour on {c['wins_clear']} and against it on "
+        f"{c['losses_clear']}."
     )
     paper = paper_difference(ra["family"], paper_label.get(a, ra["label"]),
                              paper_label.get(b, rb["label"]))  # fmt: skip
+    outcome = direction_outcome(c["overall"], paper)
     if paper is None:
-        return text + " The paper publishes no numbers for this comparison."
-    same = (paper > 0) == (c["overall_diff"] > 0)
-    clear = c["wins_beyond_sd"] > c["losses_beyond_sd"] if paper > 0 else (
-        c["losses_beyond_sd"] > c["wins_beyond_sd"])  # fmt: skip
-    clear_against = c["losses_beyond_sd"] > c["wins_beyond_sd"] if paper > 0 else (
-        c["wins_beyond_sd"] > c["losses_beyond_sd"])  # fmt: skip
-    if same and clear:
-        outcome = "replicates at this scale"
-    elif same:
-        outcome = "points the same way here, but within the spread: not a clear replication"
-    elif clear_against:
-        outcome = "does not replicate at this scale (reversed, beyond the spread)"
-    else:
-        outcome = "points the other way here, within the spread: no evidence either way"
-    return text + f" Paper: {paper:+.2f} points on the mean; the paper's finding {outcome}."
+        return text + f" The paper publishes no numbers for this comparison; here: {outcome}."
+    return text + f" Paper: {paper:+.2f} points on the mean; here: **{outcome}**."
 
 
 def factorial_effects(table: dict[str, Any], metric: str = "avg") -> dict[str, Any]:
     """Main effects and interaction of the 2x2 factorial (Appendix L), in points of the mean over
-    benchmarks, per training seed and as mean ± sd over seeds.
+    benchmarks, per training seed (the seeds all four cells have) and as mean ± sd and a t
+    interval over seeds (each seed's effect is a within-seed contrast: a paired difference).
 
     position effect = ((pos, global) + (pos, per-seq) - (uni, global) - (uni, per-seq)) / 2;
     reduction effect = ((uni, per-seq) + (pos, per-seq) - (uni, global) - (pos, global)) / 2;
@@ -293,19 +333,28 @@ def factorial_effects(table: dict[str, Any], metric: str = "avg") -> dict[str, A
     for r in table["rows"]:
         f = r.get("factors") or {}
         if "weighting" in f:
-            cells[(f["weighting"], f["reduction"])] = r["overall"][metric]["per_seed"]
+            cells[(f["weighting"], f["reduction"])] = r["overall"][metric]["by_seed"]
     need = [(w, d) for w in ("uniform", "position") for d in ("global", "per_sequence")]
     if any(k not in cells for k in need):
         return {}
-    n = min(len(v) for v in cells.values())
-    ug, us, pg, ps = (cells[k][:n] for k in need)
+    seeds = [k for k in cells[need[0]] if all(k in cells[c] for c in need)]
+    if not seeds:
+        return {}
+    ug, us, pg, ps = ([cells[c][k] for k in seeds] for c in need)
+    n = len(seeds)
     per = {
         "position": [(pg[i] + ps[i] - ug[i] - us[i]) / 2 for i in range(n)],
         "reduction": [(us[i] + ps[i] - ug[i] - pg[i]) / 2 for i in range(n)],
         "interaction": [(ps[i] - pg[i] - us[i] + ug[i]) / 2 for i in range(n)],
     }
     return {
-        k: {"mean": _mean_sd(v)[0], "sd": _mean_sd(v)[1], "per_seed": v} for k, v in per.items()
+        k: {
+            "mean": _mean_sd(v)[0],
+            "sd": _mean_sd(v)[1],
+            "per_seed": v,
+            "interval": paired_interval(v),
+        }  # fmt: skip
+        for k, v in per.items()
     }
 
 
@@ -326,7 +375,8 @@ def gain_target_sentence(
     times: float = 2.0,
 ) -> str:
     """The toy recipe's bar, judged from the results (Markdown): row ``a`` should beat row
-    ``b`` on ``bench`` Avg by more than ``times`` the sd of ``a`` across training seeds."""
+    ``b`` on ``bench`` Avg by more than ``times`` the sd of ``a`` across training seeds (the
+    training issue's target, kept as stated), with the per-seed paired interval beside it."""
     ra, rb = row(table, a), row(table, b)
     if ra is None or rb is None or bench not in ra["scores"] or bench not in rb["scores"]:
         return "_The rows for the training target are not in these results._"
@@ -340,30 +390,38 @@ def gain_target_sentence(
     )
     if len(sa.get("per_seed", [])) < 2:
         return head + " (one training seed: no spread across training seeds yet to judge by)."
-    paired = [100 * (x - y) for x, y in zip(sa["per_seed"], sb["per_seed"])]
+    common = [k for k in sa["by_seed"] if k in sb["by_seed"]]
+    diffs = [sa["by_seed"][k] - sb["by_seed"][k] for k in common]
     bar = times * 100 * sa["sd"]
     met = "met" if gain > bar else "not met"
     return (
         f"{head} over {len(sa['per_seed'])} training seeds (per seed "
-        f"{', '.join(f'{g:+.1f}' for g in paired)}); the spread is {100 * sa['sd']:.1f}, so the "
-        f"bar is {bar:.1f} points: **{met}**."
+        f"{', '.join(f'{100 * g:+.1f}' for g in diffs)}; paired difference with 95% t interval "
+        f"{format_interval(paired_interval(diffs), 100)}); the spread is {100 * sa['sd']:.1f}, "
+        f"so the bar is {bar:.1f} points: **{met}**."
     )
 
 
 def effects_sentence(table: dict[str, Any]) -> str:
-    """The factorial's main effects and interaction as one generated sentence (Markdown)."""
+    """The factorial's main effects and interaction as one generated sentence (Markdown), each
+    with its t interval over training seeds."""
     eff = factorial_effects(table)
     if not eff:
         return "_The four factorial cells are not all present._"
 
     def part(name: str) -> str:
-        e = eff[name]
-        sd = "" if e["sd"] is None else f" ± {100 * e['sd']:.1f}"
-        return f"{name} {100 * e['mean']:+.1f}{sd}"
+        return f"{name} {format_interval(eff[name]['interval'], 100, show_n=False)}"
 
     n = len(eff["position"]["per_seed"])
+    detectable = [k for k, e in eff.items() if e["interval"].excludes_zero]
+    judged = (
+        "one training seed: no interval yet"
+        if n < 2
+        else f"interval excludes 0: {', '.join(detectable) or 'none'}"
+    )
     return (
-        f"Effects on the mean Avg over benchmarks (points, mean{' ± sd' if n > 1 else ''} over "
-        f"{n} training seed(s)): {part('position')} (position weight vs uniform), "
-        f"{part('reduction')} (per-sequence vs global mean), {part('interaction')}."
+        f"Effects on the mean Avg over benchmarks (points, mean and 95% t interval over {n} "
+        f"training seed(s), each seed's effect a within-seed contrast): {part('position')} "
+        f"(position weight vs uniform), {part('reduction')} (per-sequence vs global mean), "
+        f"{part('interaction')} ({judged})."
     )

@@ -17,11 +17,12 @@ from pwopsd.config.notebooks import (
     DiagnosticConfig,
     MainTableConfig,
     NotebookConfig,
+    PositionPremiseConfig,
     ReductionFactorialConfig,
     ScheduleSweepConfig,
     TableSectionConfig,
 )
-from pwopsd.config.profiles import PROFILES, get_profile
+from pwopsd.config.profiles import PROFILES, SHORTCUT_SHARES, dial_profile_name, get_profile
 from pwopsd.config.settings import (
     ADAPTER_MODES,
     CHECKPOINTS_DIR,
@@ -48,6 +49,7 @@ __all__ = [
     "PROFILES",
     "REPO_ROOT",
     "RESULTS_DIR",
+    "SHORTCUT_SHARES",
     "TOY_DATA_DIR",
     "BenchmarkSpec",
     "ConfigError",
@@ -56,6 +58,7 @@ __all__ = [
     "EngineConfig",
     "MainTableConfig",
     "NotebookConfig",
+    "PositionPremiseConfig",
     "Profile",
     "ReductionFactorialConfig",
     "SamplingConfig",
@@ -64,6 +67,7 @@ __all__ = [
     "TrainConfig",
     "check_schedule",
     "check_writable_dir",
+    "dial_profile_name",
     "get_profile",
     "resolve_schedule",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pwopsd.config.profiles import PROFILES, get_profile
+from pwopsd.config.profiles import PROFILES, SHORTCUT_SHARES, get_profile
 from pwopsd.config.settings import (
     REPO_ROOT,
     RESULTS_DIR,
@@ -151,6 +151,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "float": (int, float),
     "bool": (bool,),
     "list[str]": (list, tuple),
+    "list[float]": (list, tuple),
     "int | None": (int, type(None)),
     "float | None": (int, float, type(None)),
 }
@@ -232,9 +233,11 @@ class DiagnosticConfig(NotebookConfig):
     """Real uncertainty needs every child's viability below this (F). Our choice."""
     real_max_mean_viability: float = 0.1
     """... and the children's mean viability below this (F). Our choice."""
-    position_orientation: str = "late"
-    """Table 1's position score: "late" scores u = (i - 0.5) / L (later = more likely real
-    uncertainty), "early" scores 1 - u. Never flipped after seeing the data. Our reading."""
+    position_orientation: str = "early"
+    """Table 1's position score: "early" scores 1 - u (earlier = more likely real uncertainty,
+    the paper's orientation, the one its AUROC 0.83 is published for), "late" scores
+    u = (i - 0.5) / L. Results files made before this default were stored "late"; the book
+    mirrors them (AUROC of 1 - u is 1 - AUROC of u)."""
     bootstrap: int = 1000
     """Cluster-bootstrap resamples (over problems) for the AUROC interval (G)."""
     ci_level: float = 0.95
@@ -398,6 +401,46 @@ class ReductionFactorialConfig(TableSectionConfig):
         _check_choice("schedule", self.schedule, tuple(SCHEDULES))
 
 
+@dataclass
+class PositionPremiseConfig(TableSectionConfig):
+    """The position-premise study: at each setting of the toy world's dial (the share of
+    teacher examples that open with a reference-only shortcut, ``Mixture.teacher_shortcut_share``),
+    base, OPSD, PW-OPSD and the matched-step control on the ``qwen3`` family; plus, once per
+    setting, the teacher-signal position split and the diagnostic's position AUROC."""
+
+    notebook: ClassVar[str] = "position_premise"
+    dial: list[float] = field(default_factory=lambda: [0.0, *SHORTCUT_SHARES])
+    """Dial settings (shortcut shares): 0 is the shipped toy world; each other value needs its
+    pretrained checkpoint (``pwopsd.config.profiles.SHORTCUT_SHARES``)."""
+    schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
+    """PW-OPSD schedules trained at every setting."""
+    matched_schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
+    """Schedules whose matched-step control (``TrainConfig.matched_step``) is trained too."""
+    measure: bool = True
+    """Measure the teacher-signal position split and the diagnostic at each setting (once per
+    setting, measurement seed 1, cached beside the results; seed-independent)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.profile != "toy":
+            raise ConfigError(
+                f"profile={self.profile!r}: the position-premise dial exists only in the toy "
+                "world (profile 'toy')"
+            )
+        allowed = (0.0, *SHORTCUT_SHARES)
+        if not isinstance(self.dial, list | tuple) or not self.dial:
+            raise ConfigError(f"dial must be a non-empty list drawn from {list(allowed)}")
+        for share in self.dial:
+            if isinstance(share, bool) or share not in allowed:
+                raise ConfigError(
+                    f"dial contains {share!r}, which has no pretrained checkpoint; allowed "
+                    f"values: {list(allowed)}"
+                )
+        _check_list_choice("schedules", self.schedules, tuple(SCHEDULES))
+        if self.matched_schedules:
+            _check_list_choice("matched_schedules", self.matched_schedules, tuple(SCHEDULES))
+
+
 NOTEBOOK_CONFIGS: dict[str, type[NotebookConfig]] = {
     c.notebook: c
     for c in (
@@ -406,6 +449,7 @@ NOTEBOOK_CONFIGS: dict[str, type[NotebookConfig]] = {
         ScheduleSweepConfig,
         CrossModelConfig,
         ReductionFactorialConfig,
+        PositionPremiseConfig,
     )
 }
 """Notebook stem -> its config class."""

@@ -1,7 +1,11 @@
-"""The two profiles: "toy" (the laptop-scale world shipped in this repo) and "paper"
-(../shared/reference/PROTOCOL.md: hub names, 4x H100 budgets)."""
+"""The profiles: "toy" (the laptop-scale world shipped in this repo), "paper"
+(../shared/reference/PROTOCOL.md: hub names, 4x H100 budgets), and the toy world's
+position-premise dial settings ("toy-shortcut0.5", ...: the toy profile with a ``qwen3``
+checkpoint pretrained at that ``Mixture.teacher_shortcut_share``)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from pwopsd.config.settings import (
     CHECKPOINTS_DIR,
@@ -89,12 +93,36 @@ def _paper_profile() -> Profile:
     )
 
 
-PROFILES = {"toy": _toy_profile, "paper": _paper_profile}
+SHORTCUT_SHARES = (0.5, 1.0)
+"""Dial settings of the position-premise study beyond the shipped toy world (share 0): the
+``Mixture.teacher_shortcut_share`` each ``checkpoints/shortcut-<share>/toy-qwen3`` was
+pretrained with (``python -m pwopsd.toy pretrain --family qwen3 --teacher-shortcut-share X
+--out checkpoints/shortcut-X``)."""
+
+
+def dial_profile_name(share: float) -> str:
+    """The profile of a dial setting: "toy" for share 0, else "toy-shortcut<share>"."""
+    return "toy" if share == 0 else f"toy-shortcut{share:g}"
+
+
+def _dial_profile(share: float) -> Profile:
+    """The toy profile with the ``qwen3`` checkpoint pretrained at shortcut share ``share``
+    (only ``qwen3`` is pretrained at the dial's settings)."""
+    model = CHECKPOINTS_DIR / f"shortcut-{share:g}" / "toy-qwen3"
+    return dataclasses.replace(_toy_profile(), name=dial_profile_name(share),
+                               models={"qwen3": str(model)})  # fmt: skip
+
+
+PROFILES = {
+    "toy": _toy_profile,
+    "paper": _paper_profile,
+    **{dial_profile_name(s): (lambda s=s: _dial_profile(s)) for s in SHORTCUT_SHARES},
+}
 """Profile name -> constructor."""
 
 
 def get_profile(name: str) -> Profile:
-    """The profile called ``name`` ("toy" or "paper")."""
+    """The profile called ``name`` ("toy", "paper" or a dial setting "toy-shortcut<share>")."""
     if name not in PROFILES:
         raise ConfigError(f"profile={name!r} is not known; allowed: {sorted(PROFILES)}")
     return PROFILES[name]()

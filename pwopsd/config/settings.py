@@ -121,6 +121,13 @@ class TrainConfig:
     """"vllm" (the engine factory; the adapter saved after each update is served as
     ``EngineConfig.adapter_mode`` says) or "hf" (``generate`` on the live peft model, in
     process)."""
+    matched_step: bool = False
+    """**The matched-step control** (position methods only; not in PROTOCOL): each step's
+    learning rate is divided by the step's mean position weight (token mean of w(u) over its
+    completions), so PW-OPSD's update is not smaller than OPSD's merely because every w <= 1.
+    Why the learning rate and not the loss (normalising by sum(w)): under AdamW a loss scaled by
+    a per-step constant leaves the update unchanged (Adam divides by the gradient's running
+    RMS), so that normalisation would be no control at all; the step size lives in the rate."""
     clip_stats: bool = True
     """Log the fraction of tokens and of vocabulary entries the clip caps (an extra no-grad
     pass over the [B, T, V] terms, chunked; off at paper scale)."""

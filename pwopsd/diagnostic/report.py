@@ -111,7 +111,23 @@ def score_definitions(orientation: str) -> list[tuple[str, str, Callable[[dict],
 
 
 def table1(records: list[dict[str, Any]], cfg: DiagnosticConfig) -> list[dict[str, Any]]:
-    """One row per score over the labelled (diversity / real-uncertain) candidates."""
+    """One row per score over the labelled (diversity / real-uncertain) candidates of every
+    spine (pooled), each row carrying ``correct_spines``: the same statistics over the
+    candidates on correct spines only, as the paper's Appendix A restricts Table 1.
+
+    A wrong spine makes every later forced child fail, so its candidates are labelled real
+    uncertainty mechanically; the restriction keeps them out. Results files written before
+    the restriction existed have no ``correct_spines`` key (the book says which it shows).
+    """
+    pooled = _score_rows(records, cfg)
+    on_correct = _score_rows([r for r in records if r.get("spine_correct")], cfg)
+    for row, sub in zip(pooled, on_correct, strict=True):
+        row["correct_spines"] = {k: v for k, v in sub.items() if k not in ("score", "orientation")}
+    return pooled
+
+
+def _score_rows(records: list[dict[str, Any]], cfg: DiagnosticConfig) -> list[dict[str, Any]]:
+    """Table 1's rows (one per score) over the labelled candidates among ``records``."""
     lab = [r for r in records if r["label"] in ("diversity", "real_uncertain")]
     y = np.array([r["label"] == "real_uncertain" for r in lab], dtype=int)
     g = np.array([r["problem_key"] for r in lab])

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pwopsd import prompts
@@ -102,6 +103,42 @@ def summarise(rollouts: list[dict]) -> dict[str, Any]:
         "n_rollouts": len(rollouts),
         "n_wrong": len(wrong),
         "n_wrong_located": len(located),
+        "by_third": position_split(rollouts),
+    }
+
+
+THIRDS = ("first", "middle", "last")
+"""Thirds of a completion by relative position u = (i + 0.5) / C (the position split)."""
+
+
+def third_of(index: int, length: int) -> str:
+    """Which third of a ``length``-token completion token ``index`` lies in."""
+    return THIRDS[min(int(3 * (index + 0.5) / length), 2)]
+
+
+def position_split(rollouts: list[dict]) -> dict[str, dict[str, Any]]:
+    """The signal split by position: per third of the completion, its share of the pooled
+    forward-KL mass, and, over wrong rollouts whose first wrong token lies in that third, the
+    fraction where the teacher wins there (gives the token less probability than the student).
+    The position-premise dial should move forward-KL mass into the first third while the
+    teacher keeps winning at first wrong steps in the later thirds."""
+    total = sum(sum(r["fkl"]) for r in rollouts)
+    mass = dict.fromkeys(THIRDS, 0.0)
+    wins: dict[str, list[bool]] = {t: [] for t in THIRDS}
+    for r in rollouts:
+        n = len(r["fkl"])
+        for i, value in enumerate(r["fkl"]):
+            mass[third_of(i, n)] += value
+        if not r["correct"] and r["first_wrong"] is not None and n:
+            at = third_of(min(r["first_wrong"], n - 1), n)
+            wins[at].append(r["lp_teacher"] < r["lp_student"])
+    return {
+        t: {
+            "fkl_share": mass[t] / total if total > 0 else None,
+            "first_wrong_teacher_wins": sum(wins[t]) / len(wins[t]) if wins[t] else None,
+            "n_first_wrong": len(wins[t]),
+        }
+        for t in THIRDS
     }
 
 
@@ -214,6 +251,7 @@ def measure(
     per_problem: int = ROLLOUTS_PER_PROBLEM,
     max_problems: int | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Sample student rollouts from the checkpoint at ``path`` and measure the signal."""
     check_checkpoint(path)
@@ -226,7 +264,7 @@ def measure(
     records: dict[str, list[dict]] = {kind: [] for kind in TEACHERS}
     n_truncated = 0
     start = time.time()
-    for row in rows:
+    for row in tqdm(rows, desc=f"teacher signal {set_name}", disable=not progress):
         s_ids = _ids(tok, prompts.student_prompt(tok, row["problem"]))
         t_ids = {k: _ids(tok, v) for k, v in teacher_prompts(tok, row).items()}
         torch.manual_seed(derive_seed(seed, "teacher_signal", set_name, row["id"]))

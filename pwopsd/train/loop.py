@@ -54,7 +54,13 @@ from pwopsd.train.spec import (
     lora_init_seed,
     world,
 )
-from pwopsd.train.step import StepStats, TrainingError, metrics_row, micro_step
+from pwopsd.train.step import (
+    StepStats,
+    TrainingError,
+    metrics_row,
+    micro_step,
+    step_mean_weight,
+)
 
 
 @dataclass
@@ -408,11 +414,21 @@ def update(
         vocab = micro_stats.vocab
     grad_norm = acc.clip_grad_norm_(session.params, cfg.max_grad_norm)
     lr = session.scheduler.get_last_lr()[0]
+    if cfg.matched_step:
+        lr = matched_step_lr(lr, step_mean_weight(stats, acc))
+        for group in session.optimizer.param_groups:
+            group["lr"] = lr  # the scheduler's next step resets it from its base rate
     session.optimizer.step()
     session.scheduler.step()
     session.optimizer.zero_grad(set_to_none=True)
     stats.update_seconds = time.perf_counter() - t_update
     return float(grad_norm), lr, vocab
+
+
+def matched_step_lr(lr: float, mean_weight: float | None) -> float:
+    """The matched-step control's rate (``TrainConfig.matched_step``): ``lr`` over the step's
+    mean position weight; a step with no weighted token (``None`` or 0) keeps ``lr``."""
+    return lr / mean_weight if mean_weight else lr
 
 
 def _kept(run_dir: Path) -> str:

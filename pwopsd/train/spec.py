@@ -68,6 +68,11 @@ class RunSpec:
             raise ConfigError(f"seed={self.seed!r} must be a non-negative integer")
         # Parse every override to its field's type now: a bad value fails before anything.
         object.__setattr__(self, "overrides", coerce_train_overrides(self.overrides))
+        if dict(self.overrides).get("matched_step") and self.method not in POSITION_METHODS:
+            raise ConfigError(
+                f"matched_step=True given for method {self.method!r}, which has no position "
+                f"weights to match (position methods: {list(POSITION_METHODS)})"
+            )
 
     @property
     def resolved_schedule(self) -> tuple[float, float, float] | None:

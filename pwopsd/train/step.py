@@ -194,6 +194,15 @@ def _all_pick(x: float, acc: Any, pick: Any) -> float:
     return float(pick(acc.gather(t)).item())
 
 
+def step_mean_weight(stats: StepStats, acc: Any) -> float | None:
+    """The step's mean position weight: token mean of w(u) over every micro-batch and process
+    (what the metrics row logs as ``position_weight_mean``); None when the loss has none."""
+    if "position_weight_mean" not in stats.weighted:
+        return None
+    tokens = _all_sum(stats.valid_tokens, acc)
+    return _all_sum(stats.weighted["position_weight_mean"], acc) / tokens if tokens else None
+
+
 def metrics_row(
     cfg: TrainConfig,
     acc: Any,
