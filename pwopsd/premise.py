@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from pwopsd import metrics, sections
+from pwopsd import metrics, sections, tables
 from pwopsd.config import (
     REPO_ROOT,
     DiagnosticConfig,
@@ -35,7 +35,7 @@ from pwopsd.config import (
     get_profile,
 )
 from pwopsd.provenance import write_results
-from pwopsd.toy import teacher_signal
+from pwopsd.toy import recipe, teacher_signal
 from pwopsd.train import RunSpec
 from pwopsd.vocab import MAIN_FAMILY, METHOD_LABELS
 
@@ -61,6 +61,31 @@ def premise_rows(cfg: PositionPremiseConfig) -> list[sections.Row]:
         rows.append(_row(cfg, share, "opsd"))
         rows += [_row(cfg, share, "pw_opsd", s) for s in cfg.schedules]
         rows += [_row(cfg, share, "pw_opsd", s, matched=True) for s in cfg.matched_schedules]
+        if share == 0 and cfg.own_recipes:
+            rows += own_recipe_rows(cfg)
+    return rows
+
+
+def own_recipe_rows(cfg: PositionPremiseConfig) -> list[sections.Row]:
+    """Share 0: each method of the per-method tuning with its own best validation recipe (same
+    candidates, same budget per method); none when the tuning file is missing."""
+    path = recipe.PER_METHOD_PATH
+    if not path.exists():
+        print(f"[position_premise] no {path.name}: the own-recipe rows are left out")
+        return []
+    rows = []
+    for name, best in recipe.best_recipes(json.loads(path.read_text())).items():
+        method, schedule = recipe.method_spec(name)
+        steps = {} if cfg.train_steps is None else {"max_steps": cfg.train_steps}
+        changes = recipe.recipe_overrides(best["overrides"], get_profile("toy").train)
+        overrides = tuple(sorted({**dict(changes), **steps}.items()))
+        root = str(cfg.results_dir / "runs") if cfg.out_dir else ""
+        run = RunSpec(method, cfg.seed, MAIN_FAMILY, schedule, "toy", overrides, root)
+        label = METHOD_LABELS[method] + (f" {schedule.capitalize()}" if schedule else "")
+        factors = {"dial": 0.0, "schedule": schedule or "none", "matched_step": False,
+                   "recipe": best["candidate"]}  # fmt: skip
+        rows.append(sections.Row(f"dial0/{name}_own", f"{label} (own recipe: {best['candidate']})",
+                                 MAIN_FAMILY, method, run, factors, "toy"))  # fmt: skip
     return rows
 
 
@@ -285,3 +310,75 @@ def verdict(gaps: pd.DataFrame, settings: dict[str, Any], label: str = "PW-OPSD 
             f"{first['shortcut share']:g} and {_interval_text(last)} at share "
             f"{last['shortcut share']:g}. By the reading stated before the runs, this "
             f"{outcome}.")  # fmt: skip
+
+
+def section_results(profile: str = "toy") -> list[dict[str, Any]]:
+    """Every full-configuration seed file of the section, by seed (the book's input)."""
+    files = tables.section_files(profile, PositionPremiseConfig.notebook)
+    return [json.loads(p.read_text()) for p in files]
+
+
+def latest_measurements(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-setting measurements stored in the newest seed file (all seeds read the same
+    cached ones; the newest has every setting any seed measured)."""
+    for result in reversed(per_seed):
+        if result.get("measurements"):
+            return result["measurements"]
+    return {}
+
+
+def measurement_sentence(settings: dict[str, Any]) -> str:
+    """How the dial moved the teacher's early signal and the diagnostic, setting by setting."""
+    if not settings:
+        return ""
+    parts = []
+    for key in sorted(settings, key=float):
+        sig, diag = settings[key]["teacher_signal"], settings[key]["diagnostic_position"]
+        first = sig["by_third"]["first"]["fkl_share"]
+        auroc = diag["auroc_early"]
+        auroc_text = "-" if auroc is None else f"{auroc:.2f}"
+        parts.append(f"share {float(key):g}: {first:.2f} of the forward KL in the first third, "
+                     f"early-position AUROC {auroc_text}")  # fmt: skip
+    return "Measured: " + "; ".join(parts) + "."
+
+
+def step_size_sentence(gaps: pd.DataFrame) -> str:
+    """Does the matched-step control close PW-OPSD's gap at share 0 (the step-size reading)?"""
+    at0 = gaps[gaps["shortcut share"] == 0.0].set_index("row")
+    out = []
+    for schedule in ("Moderate", "Aggressive"):
+        plain, matched = f"PW-OPSD {schedule}", f"PW-OPSD {schedule} (matched step)"
+        if plain not in at0.index or matched not in at0.index:
+            continue
+        m = at0.loc[matched]
+        closes = m["high"] >= 0
+        out.append(f"At share 0, PW-OPSD {schedule} minus OPSD is {_interval_text(at0.loc[plain])};"
+                   f" with the matched step it is {_interval_text(m)}: the step size "
+                   + ("**accounts for** the deficit (the interval reaches 0)." if closes else
+                      "**does not account for** the deficit (the interval stays below 0)."))  # fmt: skip
+    return " ".join(out)
+
+
+def tuning_frame(path: Path | None = None) -> pd.DataFrame | None:
+    """The equal-budget tuning: validation Avg@12 (%) per candidate (rows) and method
+    (columns), mean over tuning seeds; None when the file is missing."""
+    path = path or recipe.PER_METHOD_PATH
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text())["rows"]
+    frame = pd.DataFrame(rows).groupby(["candidate", "method"], sort=False)["avg"].mean()
+    out = (100 * frame).unstack("method")
+    return out[[m for m in recipe.PER_METHOD if m in out.columns]].rename_axis(None, axis=1)
+
+
+def tuning_sentence(path: Path | None = None) -> str:
+    """Which candidate each method picked on the validation set."""
+    path = path or recipe.PER_METHOD_PATH
+    tuning = json.loads(path.read_text())
+    best = recipe.best_recipes(tuning)
+    seeds = sorted({r["seed"] for r in tuning["rows"]})
+    picks = "; ".join(f"{name}: **{b['candidate']}** ({100 * b['avg']:.1f})"
+                      for name, b in best.items())  # fmt: skip
+    return (f"Validation Avg@12 (%) of every candidate recipe on `toy_val` (tuning seed(s) "
+            f"{', '.join(map(str, seeds))}; the four benchmark sets are never used). Each "
+            f"method's pick: {picks}. The picks train as the \"own recipe\" rows at share 0.")  # fmt: skip

@@ -229,3 +229,33 @@ def test_gap_frame_pairs_by_seed_and_the_verdict_follows_the_stated_reading():
     legend = premise.plot_gaps(gaps).axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["PW-OPSD Moderate"]
     assert list(gaps.columns) == ["shortcut share", "row", "gap", "low", "high", "seeds"]
+
+
+# ------------------------------------------------------------------ per-method tuning
+
+
+def test_method_spec_reads_run_names_and_names_an_unknown_one():
+    from pwopsd.toy.recipe import method_spec
+
+    assert method_spec("opsd") == ("opsd", None)
+    assert method_spec("pw_opsd") == ("pw_opsd", None)
+    assert method_spec("pw_opsd_aggressive") == ("pw_opsd", "aggressive")
+    with pytest.raises(ValueError, match="'pw_opsd_steep' is not known"):
+        method_spec("pw_opsd_steep")
+
+
+def test_best_recipe_is_the_highest_mean_over_seeds_per_method():
+    from pwopsd.toy.recipe import best_recipes
+
+    rows = [
+        {"method": "opsd", "candidate": "a", "overrides": {"learning_rate": 1e-3}, "avg": 0.80},
+        {"method": "opsd", "candidate": "a", "overrides": {"learning_rate": 1e-3}, "avg": 0.70},
+        {"method": "opsd", "candidate": "b", "overrides": {"learning_rate": 3e-3}, "avg": 0.76},
+        {"method": "pw_opsd_aggressive", "candidate": "a", "overrides": {"learning_rate": 1e-3},
+         "avg": 0.5},
+        {"method": "pw_opsd_aggressive", "candidate": "b", "overrides": {"learning_rate": 3e-3},
+         "avg": 0.6},
+    ]  # fmt: skip
+    best = best_recipes({"rows": rows})
+    assert best["opsd"]["candidate"] == "b" and best["opsd"]["avg"] == pytest.approx(0.76)
+    assert best["pw_opsd_aggressive"]["overrides"] == {"learning_rate": 3e-3}

@@ -416,6 +416,9 @@ class PositionPremiseConfig(TableSectionConfig):
     """PW-OPSD schedules trained at every setting."""
     matched_schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
     """Schedules whose matched-step control (``TrainConfig.matched_step``) is trained too."""
+    own_recipes: bool = True
+    """At share 0, also train each method of the equal-budget per-method tuning
+    (``results/toy/recipe_tuning_per_method.json``) with its own best validation recipe."""
     measure: bool = True
     """Measure the teacher-signal position split and the diagnostic at each setting (once per
     setting, measurement seed 1, cached beside the results; seed-independent)."""

@@ -194,7 +194,12 @@ def _add_recipe(parser: argparse.ArgumentParser) -> Handler:
     names = list(recipe.CANDIDATES)
     parser.add_argument("--candidates", nargs="+", default=names, choices=names)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
-    parser.add_argument("--methods", nargs="+", default=["opsd"])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["opsd"],
+        help="methods as run names: opsd, eopd, ..., pw_opsd_<schedule> (e.g. pw_opsd_aggressive)",
+    )
     parser.add_argument("--n", type=int, default=12)
     parser.add_argument("--root", default=str(recipe.RUNS_ROOT))
     parser.add_argument("--out", default=str(recipe.TUNING_PATH))
@@ -205,6 +210,11 @@ def _run_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if not recipe.val_set_present():
         print(f"error: the validation set {recipe.VAL_SET.source} is missing", file=sys.stderr)
         return 2
+    for method in args.methods:
+        try:
+            recipe.method_spec(method)
+        except ValueError as err:
+            parser.error(f"--methods: {err}")
     recipe.tune(args.candidates, args.seeds, args.methods, args.n, args.root, args.out)
     print(f"wrote {args.out}")
     return 0

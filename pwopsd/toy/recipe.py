@@ -20,6 +20,7 @@ from pwopsd.engine import make_engine
 from pwopsd.evaluate import evaluate_model
 from pwopsd.provenance import write_results
 from pwopsd.train import RunSpec, train
+from pwopsd.vocab import SCHEDULES, TRAINABLE_METHODS
 
 CANDIDATES: dict[str, dict[str, Any]] = {
     "profile": {},
@@ -44,7 +45,45 @@ TUNING_PATH = RESULTS_DIR / "toy" / "recipe_tuning.json"
 """The tuning table (``--out``)."""
 
 
-def _overrides(changes: dict[str, Any], base: Any) -> tuple[tuple[str, Any], ...]:
+PER_METHOD_PATH = RESULTS_DIR / "toy" / "recipe_tuning_per_method.json"
+"""The equal-budget per-method tuning (the same candidates for OPSD, PW-OPSD Moderate and
+Aggressive; the position-premise study's "own recipe" rows)."""
+
+PER_METHOD = ("opsd", "pw_opsd_moderate", "pw_opsd_aggressive")
+"""Methods of the per-method tuning, as run names."""
+
+
+def method_spec(name: str) -> tuple[str, str | None]:
+    """A tuned method as (training method, schedule): "opsd", "eopd", ... or
+    "pw_opsd_<schedule>" ("pw_opsd" alone is PW-OPSD Moderate). Raises ValueError naming it."""
+    if name in TRAINABLE_METHODS:
+        return name, None
+    if name.startswith("pw_opsd_") and name.removeprefix("pw_opsd_") in SCHEDULES:
+        return "pw_opsd", name.removeprefix("pw_opsd_")
+    raise ValueError(
+        f"method {name!r} is not known; allowed: {[*TRAINABLE_METHODS]} or pw_opsd_<schedule> "
+        f"with a schedule of {list(SCHEDULES)}"
+    )
+
+
+def best_recipes(tuning: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per tuned method: the candidate with the highest validation Avg (mean over its seeds),
+    as {"candidate", "overrides", "avg"}; ties keep the earlier candidate."""
+    scores: dict[str, dict[str, list[float]]] = {}
+    overrides: dict[str, dict[str, Any]] = {}
+    for row in tuning["rows"]:
+        scores.setdefault(row["method"], {}).setdefault(row["candidate"], []).append(row["avg"])
+        overrides[row["candidate"]] = row["overrides"]
+    best = {}
+    for method, by_candidate in scores.items():
+        name = max(by_candidate, key=lambda c: sum(by_candidate[c]) / len(by_candidate[c]))
+        avg = sum(by_candidate[name]) / len(by_candidate[name])
+        best[method] = {"candidate": name, "overrides": overrides[name], "avg": avg}
+    return best
+
+
+def recipe_overrides(changes: dict[str, Any], base: Any) -> tuple[tuple[str, Any], ...]:
+    """A candidate's TrainConfig overrides as a run takes them: evaluated at its last step."""
     out = dict(changes)
     steps = out.get("max_steps", base.max_steps)
     out.setdefault("eval_step", steps)
@@ -81,7 +120,9 @@ def tune_candidate(
     """Train ``method`` under candidate ``name`` with ``seed`` and score its final adapter:
     one row of the tuning table (``base``: the base model's :func:`val_scores`)."""
     changes = CANDIDATES[name]
-    spec = RunSpec(method=method, seed=seed, overrides=_overrides(changes, prof.train), root=root)
+    trained, schedule = method_spec(method)
+    spec = RunSpec(method=trained, seed=seed, schedule=schedule,
+                   overrides=recipe_overrides(changes, prof.train), root=root)  # fmt: skip
     run = train(spec, engine=engine)
     out_dir = EVAL_DIR / spec.dir_name / f"seed{seed}"
     m = val_scores(prof, engine, n, out_dir, adapter=str(run.eval_adapter))
@@ -111,6 +152,8 @@ def tune(
 ) -> Path:
     """Score the base model and every (candidate, method, seed) on the validation set with one
     vLLM engine, and write the table with provenance to ``out``; returns its path."""
+    for method in methods:
+        method_spec(method)  # an unknown name fails before the engine starts
     t0 = time.perf_counter()
     prof = get_profile("toy")
     engine = make_engine(
