@@ -382,3 +382,26 @@ def tuning_sentence(path: Path | None = None) -> str:
     return (f"Validation Avg@12 (%) of every candidate recipe on `toy_val` (tuning seed(s) "
             f"{', '.join(map(str, seeds))}; the four benchmark sets are never used). Each "
             f"method's pick: {picks}. The picks train as the \"own recipe\" rows at share 0.")  # fmt: skip
+
+
+def control_rows(schedules: list[str]) -> list[str]:
+    """Keys of the share-0 rows that control the paper-protocol PW-OPSD rows of ``schedules``:
+    OPSD, each schedule plain and with the matched step, and the own-recipe rows."""
+    keys = ["dial0/opsd"]
+    for s in schedules:
+        keys += [f"dial0/pw_opsd_{s}", f"dial0/pw_opsd_{s}_matched"]
+    return keys + [f"dial0/{m}_own" for m in recipe.PER_METHOD]
+
+
+def controls(schedules: list[str], profile: str = "toy") -> tuple[pd.DataFrame, str] | None:
+    """For a paper section's page: the matched-step and own-recipe controls of its PW-OPSD rows
+    (Avg@12 table and paired verdicts against OPSD), from this section's share-0 rows, which
+    are the shipped toy world; None before any seed has run."""
+    per_seed = section_results(profile)
+    if not per_seed:
+        return None
+    table = tables.aggregate(per_seed)
+    present = {r["key"] for r in table["rows"]}
+    keys = [k for k in control_rows(schedules) if k in present]
+    pairs = [(k, "dial0/opsd") for k in keys if k != "dial0/opsd"]
+    return tables.frame(table, "avg", rows=keys), tables.verdict_list(table, pairs)

@@ -35,6 +35,7 @@ def test_book_builds_without_warnings(tmp_path):
         "schedule_sweep",
         "cross_model",
         "reduction_factorial",
+        "position_premise",
         "toy_world",
         "performance",
         "reproduce",
@@ -50,6 +51,12 @@ def test_book_builds_without_warnings(tmp_path):
         shown = sum(text.count(number) for number in _published_numbers())
         assert shown >= least, f"{page}: {shown} published numbers shown, want >= {least}"
         assert "No results yet" not in text, f"{page}: its results are not committed"
+    # The position-premise page: its phase diagram, its tables and a generated verdict.
+    text = (html / "position_premise.html").read_text()
+    assert "<img" in text and "<table" in text and "No results yet" not in text
+    assert "By the reading stated before the runs" in text
+    for page in ("main_table", "schedule_sweep", "reduction_factorial"):
+        assert "(matched step)" in (html / f"{page}.html").read_text(), f"{page}: no control rows"
 
 
 PUBLISHED_ON_PAGE = {

@@ -80,6 +80,7 @@ BAD_PARAMETERS = [
     ("reduction_factorial", {"schedule": "extreme"}, "ConfigError", "schedule='extreme'"),
     ("cross_model", {"families": ["mistral"]}, "ConfigError", "families contains 'mistral'"),
     ("diagnostic", {"bootstrap": 0}, "ConfigError", "bootstrap=0"),
+    ("position_premise", {"dial": [0.0, 0.3]}, "ConfigError", "dial contains 0.3"),
 ]
 
 

@@ -259,3 +259,19 @@ def test_best_recipe_is_the_highest_mean_over_seeds_per_method():
     best = best_recipes({"rows": rows})
     assert best["opsd"]["candidate"] == "b" and best["opsd"]["avg"] == pytest.approx(0.76)
     assert best["pw_opsd_aggressive"]["overrides"] == {"learning_rate": 3e-3}
+
+
+def test_a_quick_look_writes_only_tagged_files_and_runs_of_its_own():
+    """``-p max_problems 2 -p train_steps 2`` (a smoke run) never touches a full run's files:
+    tagged results and measurements, its own run directories, a tagged diagnostic."""
+    from pwopsd.config import DiagnosticConfig
+
+    full, quick = PositionPremiseConfig(), PositionPremiseConfig(max_problems=2, train_steps=2)
+    assert quick.results_file() != full.results_file()
+    assert quick.results_file().name.startswith("position_premise.seed1.")
+    assert premise.measurements_path(quick) != premise.measurements_path(full)
+    assert premise.measurements_path(full).name == "dial_measurements.json"
+    full_dirs = {r.run.run_dir() for r in premise.premise_rows(full) if r.run}
+    quick_dirs = {r.run.run_dir() for r in premise.premise_rows(quick) if r.run}
+    assert quick_dirs and not quick_dirs & full_dirs
+    assert DiagnosticConfig(max_problems=2).results_file("table1").name != "table1.seed1.json"
