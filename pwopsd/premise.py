@@ -126,8 +126,8 @@ def measurements_path(cfg: PositionPremiseConfig) -> Path:
 def position_auroc(table1: dict[str, Any]) -> dict[str, Any]:
     """The diagnostic's position row, oriented as the paper orients it (earlier = higher score):
     the AUROC of 1 - u is 1 minus that of u (a rank statistic), its interval mirrored."""
-    row = next(r for r in table1["rows"] if r["score"].startswith("position"))
-    late = "later" in row.get("orientation", "") or "late" == row.get("orientation")
+    row = next(r for r in table1["rows"] if "position" in r["score"])
+    late = "later" in row.get("orientation", "")
     flip = (lambda x: None if x is None else 1.0 - x) if late else (lambda x: x)
     return {
         "auroc_early": flip(row["auroc"]),

@@ -199,6 +199,14 @@ def test_position_auroc_is_oriented_early_as_the_paper_does():
     assert out["auroc_early"] == pytest.approx(0.38)
     assert (out["ci_low"], out["ci_high"]) == (pytest.approx(0.31), pytest.approx(0.44))
     assert out["n_candidates"] == 485
+    # a row the diagnostic stores in the paper's orientation (its default) is read as it is
+    from pwopsd.diagnostic.report import score_definitions
+
+    name, words, _ = score_definitions("early")[0]
+    early = {"rows": [{**table1["rows"][0], "score": name, "orientation": words,
+                       "auroc": 0.38, "ci_low": 0.31, "ci_high": 0.44}]}  # fmt: skip
+    out = premise.position_auroc(early)
+    assert (out["auroc_early"], out["ci_low"], out["ci_high"]) == (0.38, 0.31, 0.44)
 
 
 def _result(seed: int, gaps: dict[float, float]) -> dict:
@@ -275,3 +283,26 @@ def test_a_quick_look_writes_only_tagged_files_and_runs_of_its_own():
     quick_dirs = {r.run.run_dir() for r in premise.premise_rows(quick) if r.run}
     assert quick_dirs and not quick_dirs & full_dirs
     assert DiagnosticConfig(max_problems=2).results_file("table1").name != "table1.seed1.json"
+
+
+def test_own_recipe_rows_follow_the_tuning_file(tmp_path, monkeypatch):
+    from pwopsd.toy import recipe
+
+    rows = [
+        {"method": "opsd", "candidate": "profile", "overrides": {}, "avg": 0.9, "seed": 1},
+        {"method": "pw_opsd_aggressive", "candidate": "noclip_lr3e-4",
+         "overrides": {"tau_clip": None, "learning_rate": 3e-4}, "avg": 0.7, "seed": 1},
+    ]  # fmt: skip
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps({"rows": rows}))
+    monkeypatch.setattr(recipe, "PER_METHOD_PATH", path)
+    own = {r.key: r for r in premise.own_recipe_rows(PositionPremiseConfig())}
+    assert set(own) == {"dial0/opsd_own", "dial0/pw_opsd_aggressive_own"}
+    cfg = own["dial0/pw_opsd_aggressive_own"].run.train_config()
+    assert cfg.learning_rate == 3e-4 and cfg.tau_clip is None and cfg.eval_step == cfg.max_steps
+    assert own["dial0/pw_opsd_aggressive_own"].run.schedule == "aggressive"
+    assert "noclip_lr3e-4" in own["dial0/pw_opsd_aggressive_own"].label
+    frame = premise.tuning_frame(path)
+    assert frame.loc["noclip_lr3e-4", "pw_opsd_aggressive"] == pytest.approx(70.0)
+    monkeypatch.setattr(recipe, "PER_METHOD_PATH", tmp_path / "missing.json")
+    assert premise.own_recipe_rows(PositionPremiseConfig()) == []
