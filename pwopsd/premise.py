@@ -249,6 +249,45 @@ COMPARED_ROWS = {
 """Row (key after "dial<share>/") -> label, each compared with OPSD at the same setting."""
 
 
+def plot_measurements(settings: dict[str, Any]) -> Any:
+    """What the dial moved, per setting: the teacher's forward-KL share per third of the
+    completion (left), its wins at first wrong steps per third (middle), and the diagnostic's
+    early-position AUROC with its 95% interval beside the paper's value (right)."""
+    import matplotlib.pyplot as plt
+
+    from pwopsd.diagnostic.figures import load_published
+
+    keys = sorted(settings, key=float)
+    x = [float(k) for k in keys]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for third, style in zip(teacher_signal.THIRDS, ("-o", "--s", ":^"), strict=True):
+        parts = [settings[k]["teacher_signal"]["by_third"][third] for k in keys]
+        axes[0].plot(x, [p["fkl_share"] for p in parts], style, label=f"{third} third")
+        wins = [p["first_wrong_teacher_wins"] for p in parts]
+        axes[1].plot(x, [float("nan") if w is None else w for w in wins], style,
+                     label=f"{third} third")  # fmt: skip
+    axes[0].set_ylabel("share of the teacher's forward KL")
+    axes[1].set_ylabel("teacher wins at the first wrong step")
+    axes[1].set_ylim(0, 1.05)
+    diag = [settings[k]["diagnostic_position"] for k in keys]
+    mid = [float("nan") if d["auroc_early"] is None else d["auroc_early"] for d in diag]
+    err = [[m - (d["ci_low"] or m) for m, d in zip(mid, diag, strict=True)],
+           [(d["ci_high"] or m) - m for m, d in zip(mid, diag, strict=True)]]  # fmt: skip
+    axes[2].errorbar(x, mid, yerr=err, fmt="-o", capsize=3, label="toy (95% CI)")
+    axes[2].axhline(load_published()["headline"]["auroc"], color="black", linestyle="--",
+                    linewidth=1, label="paper (Qwen3-4B)")  # fmt: skip
+    axes[2].axhline(0.5, color="grey", linewidth=0.8)
+    axes[2].set_ylabel("position AUROC, early = higher")
+    axes[2].set_ylim(0, 1)
+    for ax in axes:
+        ax.set_xlabel("dial (shortcut share)")
+        ax.set_xticks(x)
+    axes[0].legend(frameon=False, fontsize=8)
+    axes[2].legend(frameon=False, fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def plot_gaps(gaps: pd.DataFrame) -> Any:
     """The headline figure: (row - OPSD) against the dial, mean over training seeds with its
     95% t interval as error bars; one line per compared row, legend outside the axes."""
