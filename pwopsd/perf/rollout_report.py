@@ -1,7 +1,7 @@
 """The rollout benchmark (``results/bench/rollout.json``) for the Performance page.
 
 Tokens/s of the vLLM engine against HF ``generate`` per batch size and their ratio against the
-training issue's target; tokens/s with a LoRA adapter by how it is served; the settings.
+the project's target; tokens/s with a LoRA adapter by how it is served; the settings.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 from pwopsd.perf.fmt import fmt_ratio, fmt_sig, settings_frame
 
 ROLLOUT_TARGET_RATIO = 8.0
-"""The training issue's target: the vLLM engine's rollouts at least 8x the tokens/s of HF
+"""The project's target: the vLLM engine's rollouts at least 8x the tokens/s of HF
 ``generate`` at equal batch."""
 
 
@@ -64,7 +64,7 @@ def rollout_verdict(bench: Mapping[str, Any], target: float = ROLLOUT_TARGET_RAT
         if not met
         else "met at batch " + ", ".join(str(b) for b in met)
     )
-    return f"The engine reaches {reached}; the training issue's target is {target:g}x: {status}."
+    return f"The engine reaches {reached}; the project's target is {target:g}x: {status}."
 
 
 def plot_rollout(bench: Mapping[str, Any]) -> plt.Figure:
