@@ -8,7 +8,7 @@ SEED   ?= 1
 PROFILE ?= toy
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
-SECTIONS := diagnostic main_table schedule_sweep cross_model reduction_factorial position_premise
+SECTIONS := diagnostic main_table schedule_sweep cross_model reduction_factorial position_premise beyond
 
 .PHONY: install book main-table results $(SECTIONS) test test-slow lint format lab sync-notebooks toy-data toy-models calibrate teacher-signal bench bench-loss bench-grading bench-rollout check-triton clean-book
 

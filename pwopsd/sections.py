@@ -53,7 +53,7 @@ position/per-sequence *is* PW-OPSD (PROTOCOL section 2), so those two cells reus
 PW-OPSD runs instead of training twice; the other two are their own methods."""
 
 METRIC_KEYS = ("step", "loss", "fkl_token_mean", "completion_len_mean", "clip_frac_tokens",
-               "clip_frac_entries", "rollout_tokens_per_s", "seconds")  # fmt: skip
+               "clip_frac_entries", "rollout_tokens_per_s", "seconds", "teacher_seconds")  # fmt: skip
 """Per-step training metrics kept in a section's results file (the full rows stay in the run)."""
 
 

@@ -47,8 +47,22 @@ FACTORIAL_CELLS: dict[str, tuple[str, str]] = {
 }
 """The 2x2 reduction factorial: cell name -> (weighting, reduction)."""
 
-TRAINABLE_METHODS = (*MAIN_TABLE_METHODS, *FACTORIAL_CELLS)
+BEYOND_METHODS = ("pw_mix", "teacher_free")
+"""Methods beyond the paper (issue 20, :mod:`pwopsd.losses.variants`): "pw_mix", the clipped
+forward KL mixed with the reverse KL by position (the paper's future work), and
+"teacher_free", the control with no teacher (a fixed negative advantage on the student's
+low-probability sampled tokens; arXiv 2608.31046 as we read it)."""
+
+TRAINABLE_METHODS = (*MAIN_TABLE_METHODS, *FACTORIAL_CELLS, *BEYOND_METHODS)
 """Every method the training loop (and :func:`pwopsd.losses.method_loss`) accepts."""
+
+TEACHER_FREE_METHODS = ("teacher_free",)
+"""Methods whose loss reads no teacher logits: the training loop skips the teacher pass."""
+
+TEACHERS = ("base", "student", "ema")
+"""What plays the teacher (``TrainConfig.teacher``): "base" the frozen base model (the paper:
+the LoRA adapter disabled), "student" the live student (adapter on, no grad), "ema" an
+exponential moving average of the student's adapter weights. All read the privileged prompt."""
 
 CLIPPED_FKL_METHODS: dict[str, tuple[str, str]] = {
     "opsd": ("uniform", "global"),
@@ -58,10 +72,15 @@ CLIPPED_FKL_METHODS: dict[str, tuple[str, str]] = {
 """Methods whose loss is the clipped forward KL: method -> (weighting, reduction)
 (PROTOCOL section 2). EOPD and REOPOLD have losses of their own."""
 
-POSITION_METHODS = tuple(
+POSITION_WEIGHTED_METHODS = tuple(
     m for m, (weighting, _) in CLIPPED_FKL_METHODS.items() if weighting == "position"
 )
-"""Methods that take a position-weight schedule (PW-OPSD and the factorial's position cells)."""
+"""Clipped-FKL methods whose loss is scaled by w(u) (PW-OPSD and the factorial's position cells):
+the ones the matched-step control (``TrainConfig.matched_step``) applies to."""
+
+POSITION_METHODS = (*POSITION_WEIGHTED_METHODS, "pw_mix")
+"""Methods that take a position schedule: the position-weighted ones, and PW-Mix, whose
+forward/reverse KL mixing weight m(u) has the same shape."""
 
 METHOD_LABELS = {
     "base": "Base",
@@ -69,6 +88,8 @@ METHOD_LABELS = {
     "eopd": "EOPD",
     "reopold": "REOPOLD",
     "pw_opsd": "PW-OPSD",
+    "pw_mix": "PW-Mix",
+    "teacher_free": "Teacher-free",
 }
 """How the book names each table row (the paper's spelling)."""
 

@@ -519,9 +519,19 @@ def test_teacher_that_requires_grad_gets_no_gradient_in_every_method(method):
 
 
 def test_method_names_come_from_vocab():
-    assert vocab.TRAINABLE_METHODS == (*vocab.MAIN_TABLE_METHODS, *vocab.FACTORIAL_CELLS)
+    assert vocab.TRAINABLE_METHODS == (
+        *vocab.MAIN_TABLE_METHODS,
+        *vocab.FACTORIAL_CELLS,
+        *vocab.BEYOND_METHODS,
+    )
     assert "pw_opsd" in vocab.TRAINABLE_METHODS and "pwopsd" not in vocab.TRAINABLE_METHODS
-    assert set(vocab.CLIPPED_FKL_METHODS) == set(vocab.TRAINABLE_METHODS) - {"eopd", "reopold"}
+    assert set(vocab.CLIPPED_FKL_METHODS) == set(vocab.TRAINABLE_METHODS) - {
+        "eopd",
+        "reopold",
+        *vocab.BEYOND_METHODS,
+    }
+    assert set(vocab.POSITION_METHODS) == {*vocab.POSITION_WEIGHTED_METHODS, "pw_mix"}
+    assert set(vocab.METHOD_LABELS) >= set(vocab.BEYOND_METHODS)
     assert vocab.CLIPPED_FKL_METHODS["opsd"] == vocab.FACTORIAL_CELLS["uniform_global"]
     assert vocab.CLIPPED_FKL_METHODS["pw_opsd"] == vocab.FACTORIAL_CELLS["position_per_sequence"]
     # one home: the losses no longer carry copies of the vocabulary or the dead opsd_loss

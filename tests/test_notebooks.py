@@ -81,6 +81,8 @@ BAD_PARAMETERS = [
     ("cross_model", {"families": ["mistral"]}, "ConfigError", "families contains 'mistral'"),
     ("diagnostic", {"bootstrap": 0}, "ConfigError", "bootstrap=0"),
     ("position_premise", {"dial": [0.0, 0.3]}, "ConfigError", "dial contains 0.3"),
+    ("beyond", {"teachers": ["oracle"]}, "ConfigError", "teachers contains 'oracle'"),
+    ("beyond", {"teacher_ema_decay": 1.0}, "ConfigError", "teacher_ema_decay=1.0"),
 ]
 
 

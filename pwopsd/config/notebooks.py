@@ -19,6 +19,7 @@ from pwopsd.config.settings import (
     RESULTS_DIR,
     ConfigError,
     Profile,
+    TrainConfig,
     check_schedule,
     check_writable_dir,
 )
@@ -444,6 +445,34 @@ class PositionPremiseConfig(TableSectionConfig):
             _check_list_choice("matched_schedules", self.matched_schedules, tuple(SCHEDULES))
 
 
+@dataclass
+class BeyondConfig(TableSectionConfig):
+    """Beyond the paper (issue 20; :mod:`pwopsd.beyond`): beside base, OPSD and PW-OPSD
+    Moderate on the main family, PW-Mix per mixing shape, PW-OPSD with the schedule fitted to
+    the diagnostic, the teacher-free control, and PW-OPSD Moderate under other teachers."""
+
+    notebook: ClassVar[str] = "beyond"
+    mix_schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
+    """Shapes of PW-Mix's mixing weight m(u) (its sweep axis); [] leaves PW-Mix out."""
+    fitted_schedule: bool = True
+    """Train PW-OPSD with the schedule fitted to the diagnostic's committed results."""
+    teacher_free: bool = True
+    """Train the teacher-free control (arXiv 2608.31046 as we read it)."""
+    teachers: list[str] = field(default_factory=lambda: ["student", "ema"])
+    """Other teachers for PW-OPSD Moderate ("student", "ema"; "base" is its own row)."""
+    teacher_ema_decay: float = TrainConfig.teacher_ema_decay
+    """Decay of the "ema" teacher (``TrainConfig.teacher_ema_decay``), in [0, 1)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mix_schedules:
+            _check_list_choice("mix_schedules", self.mix_schedules, tuple(SCHEDULES))
+        if self.teachers:
+            _check_list_choice("teachers", self.teachers, ("student", "ema"))
+        if not 0.0 <= self.teacher_ema_decay < 1.0:
+            raise ConfigError(f"teacher_ema_decay={self.teacher_ema_decay!r} must lie in [0, 1)")
+
+
 NOTEBOOK_CONFIGS: dict[str, type[NotebookConfig]] = {
     c.notebook: c
     for c in (
@@ -453,6 +482,7 @@ NOTEBOOK_CONFIGS: dict[str, type[NotebookConfig]] = {
         CrossModelConfig,
         ReductionFactorialConfig,
         PositionPremiseConfig,
+        BeyondConfig,
     )
 }
 """Notebook stem -> its config class."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pwopsd.vocab import BACKENDS, MAIN_FAMILY, SCHEDULES
+from pwopsd.vocab import BACKENDS, MAIN_FAMILY, SCHEDULES, TEACHERS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The repository root (the package is installed editable; toy assets live beside it)."""
@@ -131,6 +131,23 @@ class TrainConfig:
     clip_stats: bool = True
     """Log the fraction of tokens and of vocabulary entries the clip caps (an extra no-grad
     pass over the [B, T, V] terms, chunked; off at paper scale)."""
+    teacher: str = "base"
+    """What plays the teacher (issue 20; :data:`pwopsd.vocab.TEACHERS`): "base", the paper's
+    frozen base model (LoRA adapter disabled); "student", the live student (adapter on, no
+    grad); "ema", an exponential moving average of the student's adapter weights
+    (``teacher_ema_decay``). Every kind reads the privileged teacher prompt."""
+    teacher_ema_decay: float = 0.99
+    """Decay d of the "ema" teacher: after each optimizer step ``ema = d ema + (1 - d) theta``
+    over the adapter's weights (from the LoRA init, whose B = 0 makes the EMA teacher start
+    as the base model). In [0, 1); 0 makes it the student as of the last step."""
+    teacher_free_tau_low: float = 0.1
+    """The teacher-free control ("teacher_free"): a sampled token is "low-probability" when the
+    student gives it p < this, at the distillation temperature. **Our choice** (arXiv
+    2608.31046 as we read it gives no value we hold): 0.1 is well inside the rollouts' top-k 20
+    / top-p 0.95 support yet below any token the student clearly prefers."""
+    teacher_free_advantage: float = 1.0
+    """The teacher-free control's fixed advantage magnitude A > 0: ``loss_t = A log p_S(y_t)``
+    on low-probability sampled tokens. **Our choice**; under AdamW its size mostly cancels."""
 
     def validate(self, world_size: int = 1) -> None:
         """Raise ConfigError naming the field when the batch arithmetic or a value cannot work."""
@@ -163,6 +180,19 @@ class TrainConfig:
             )
         if self.rollout.n != 1:
             raise ConfigError(f"rollout.n={self.rollout.n}: OPSD draws one rollout per prompt")
+        if self.teacher not in TEACHERS:
+            raise ConfigError(f"teacher={self.teacher!r}; allowed: {list(TEACHERS)}")
+        if not (math.isfinite(self.teacher_ema_decay) and 0.0 <= self.teacher_ema_decay < 1.0):
+            raise ConfigError(f"teacher_ema_decay={self.teacher_ema_decay!r} must lie in [0, 1)")
+        if not (math.isfinite(self.teacher_free_tau_low) and 0 < self.teacher_free_tau_low <= 1):
+            raise ConfigError(
+                f"teacher_free_tau_low={self.teacher_free_tau_low!r} must lie in (0, 1]"
+            )
+        if not (math.isfinite(self.teacher_free_advantage) and self.teacher_free_advantage > 0):
+            raise ConfigError(
+                f"teacher_free_advantage={self.teacher_free_advantage!r} must be a finite "
+                "number > 0"
+            )
 
 
 TRAIN_DTYPES = ("float32", "bfloat16", "float16")

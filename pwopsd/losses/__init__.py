@@ -4,7 +4,9 @@ Everything here follows PROTOCOL section 2 (and the release's ``ea_opsd_trainer.
 
 * :mod:`pwopsd.losses.opsd`: per-token clipped forward KL (re-exported from
   :mod:`pwopsd.kernels`), position weights, reductions, OPSD, PW-OPSD and the factorial cells;
-* :mod:`pwopsd.losses.baselines`: EOPD and REOPOLD.
+* :mod:`pwopsd.losses.baselines`: EOPD and REOPOLD;
+* :mod:`pwopsd.losses.variants`: beyond the paper (issue 20): PW-Mix (position-conditioned
+  forward/reverse KL mixing) and the teacher-free control.
 
 For the training loop, :func:`method_loss` is the single entry point: it takes one method name
 (:data:`pwopsd.vocab.TRAINABLE_METHODS`) and the aligned completion tensors and returns a
@@ -46,6 +48,13 @@ from pwopsd.losses.opsd import (
     token_coefficients,
     weighted_clipped_fkl,
 )
+from pwopsd.losses.variants import (
+    TEACHER_FREE_ADVANTAGE,
+    TEACHER_FREE_TAU_LOW,
+    pw_mix_loss,
+    reverse_kl_tokens,
+    teacher_free_loss,
+)
 from pwopsd.vocab import CLIPPED_FKL_METHODS, DEFAULT_SCHEDULE, TRAINABLE_METHODS
 
 Tensor = torch.Tensor
@@ -58,6 +67,8 @@ __all__ = [
     "REOPOLD_BETA",
     "REOPOLD_LAMBDA",
     "REOPOLD_T_SWITCH",
+    "TEACHER_FREE_ADVANTAGE",
+    "TEACHER_FREE_TAU_LOW",
     "Impl",
     "LossOutput",
     "as_bool_mask",
@@ -70,11 +81,14 @@ __all__ = [
     "method_loss",
     "per_token_clipped_fkl",
     "position_weights",
+    "pw_mix_loss",
     "pw_opsd_loss",
     "reduce_tokens",
     "reference_per_token_clipped_fkl",
     "reopold_loss",
     "resolve_schedule",
+    "reverse_kl_tokens",
+    "teacher_free_loss",
     "token_coefficients",
     "weighted_clipped_fkl",
 ]
@@ -83,7 +97,7 @@ __all__ = [
 def method_loss(
     method: str,
     student_logits: Tensor,
-    teacher_logits: Tensor,
+    teacher_logits: Tensor | None,
     mask: Tensor,
     *,
     tokens: Tensor | None = None,
@@ -92,21 +106,35 @@ def method_loss(
     tau_clip: float | None = 0.05,
     schedule: str | tuple[float, float, float] = DEFAULT_SCHEDULE,
     impl: Impl = "auto",
+    tau_low: float = TEACHER_FREE_TAU_LOW,
+    advantage: float = TEACHER_FREE_ADVANTAGE,
 ) -> LossOutput:
     """The training loop's one call: the loss of ``method`` (one of
     :data:`pwopsd.vocab.TRAINABLE_METHODS`) on a micro-batch.
 
     Inputs are aligned on completion positions: ``student_logits``/``teacher_logits`` [B, T, V]
     (the teacher is a constant: detached), ``mask`` [B, T] valid completion tokens, ``tokens``
-    [B, T] the sampled completion ids (needed by "eopd" and "reopold"), ``step`` the optimizer
-    step (REOPOLD's phase switch). ``schedule`` applies to the position-weighted methods,
-    ``tau_clip`` and ``impl`` to the clipped-FKL ones (PROTOCOL sec. 2).
+    [B, T] the sampled completion ids (needed by "eopd", "reopold" and "teacher_free"), ``step``
+    the optimizer step (REOPOLD's phase switch). ``schedule`` applies to the position methods
+    (PW-Mix's mixing weight included), ``tau_clip`` and ``impl`` to the clipped-FKL ones
+    (PROTOCOL sec. 2), ``tau_low`` and ``advantage`` to "teacher_free", which reads no teacher
+    (``teacher_logits`` may be None for it).
     """
     if method not in TRAINABLE_METHODS:
         raise ValueError(f"method must be one of {TRAINABLE_METHODS}, got {method!r}")
+    if method in ("eopd", "reopold", "teacher_free") and tokens is None:
+        raise ValueError(f"method {method!r} needs tokens (the sampled completion ids)")
+    if method == "teacher_free":
+        return teacher_free_loss(
+            student_logits, tokens, mask, temperature, tau_low=tau_low, advantage=advantage
+        )
+    if teacher_logits is None:
+        raise ValueError(f"method {method!r} needs teacher_logits")
+    if method == "pw_mix":
+        return pw_mix_loss(
+            student_logits, teacher_logits, mask, temperature, tau_clip, schedule, impl=impl
+        )
     if method == "eopd" or method == "reopold":
-        if tokens is None:
-            raise ValueError(f"method {method!r} needs tokens (the sampled completion ids)")
         if method == "eopd":
             return eopd_loss(student_logits, teacher_logits, tokens, mask, temperature)
         return reopold_loss(student_logits, teacher_logits, tokens, mask, step, temperature)

@@ -27,7 +27,8 @@ live peft model, so it is in sync by construction.
 
 **Modules.** :mod:`~pwopsd.train.spec` (what to train: :class:`RunSpec`, the plan, pre-load
 checks), :mod:`~pwopsd.train.data_order`, :mod:`~pwopsd.train.step` (one micro-batch and the
-step's statistics), :mod:`~pwopsd.train.checkpoint` (atomic, checksummed checkpoints; the
+step's statistics), :mod:`~pwopsd.train.teacher` (the teacher pass: base, live student or EMA
+teacher, ``TrainConfig.teacher``), :mod:`~pwopsd.train.checkpoint` (atomic, checksummed checkpoints; the
 metrics repair), :mod:`~pwopsd.train.loop` (the loop, one function per part of a step) and
 ``__main__`` (the CLI).
 

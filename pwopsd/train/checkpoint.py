@@ -60,9 +60,16 @@ def _files(directory: Path) -> list[Path]:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, peft_model: Any, optimizer: Any, scheduler: Any, per_step: int
+    run_dir: Path,
+    step: int,
+    peft_model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    per_step: int,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step-<step>/`` atomically (a temp dir renamed when complete)."""
+    """Write ``checkpoints/step-<step>/`` atomically (a temp dir renamed when complete).
+    ``extra`` adds entries to ``trainer_state.pt`` (the EMA teacher's weights)."""
     final = run_dir / "checkpoints" / f"step-{step}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -75,6 +82,7 @@ def save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
+            **(extra or {}),
         },
         tmp / "trainer_state.pt",
     )
@@ -131,14 +139,18 @@ def last_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     return None
 
 
-def load_checkpoint(directory: Path, peft_model: Any, optimizer: Any, scheduler: Any) -> None:
-    """Restore adapter weights, optimizer, scheduler and RNG states from a checkpoint."""
+def load_checkpoint(
+    directory: Path, peft_model: Any, optimizer: Any, scheduler: Any
+) -> dict[str, Any]:
+    """Restore adapter weights, optimizer, scheduler and RNG states from a checkpoint; returns
+    the whole trainer state (its other entries, e.g. the EMA teacher, are the caller's)."""
     weights = load_file(str(directory / "adapter" / "adapter_model.safetensors"))
     set_peft_model_state_dict(peft_model, weights)
     state = torch.load(directory / "trainer_state.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
+    return state
 
 
 def keep_metrics_through(path: Path, step: int) -> None:

@@ -10,7 +10,6 @@ docstring for weight sync, run directories and processes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -52,6 +51,7 @@ from pwopsd.train.spec import (
     checkpoint_steps,
     jsonable,
     lora_init_seed,
+    recorded_train_config,
     world,
 )
 from pwopsd.train.step import (
@@ -61,6 +61,7 @@ from pwopsd.train.step import (
     micro_step,
     step_mean_weight,
 )
+from pwopsd.train.teacher import TeacherEMA, make_ema
 
 
 @dataclass
@@ -101,6 +102,9 @@ class Session:
     """Indices of the step's micro-batches this process owns (``k mod processes == rank``)."""
     t_start: float = field(default_factory=time.perf_counter)
     """When this call started building the run (the wall time DONE.json records)."""
+    ema: TeacherEMA | None = None
+    """The EMA teacher (``TrainConfig.teacher == "ema"``): updated after each optimizer step,
+    kept in each checkpoint's ``trainer_state.pt`` so a resumed run is bit-exact."""
 
     @property
     def rollout_dir(self) -> Path:
@@ -178,7 +182,7 @@ def train(
         "schedule": spec.resolved_schedule,
         "model": model_path,
         "model_fingerprint": fingerprint,
-        "train": dataclasses.asdict(cfg),
+        "train": recorded_train_config(cfg),
         "processes": processes,
     }
     if rank == 0:
@@ -247,11 +251,14 @@ def _open(
     tokenizer, peft_model = build_student(spec, cfg, model_path)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer, scheduler = _optimizer(params, cfg)
+    ema = make_ema(peft_model, cfg)  # from the LoRA init, before any checkpoint loads
     start = 0
     last = last_checkpoint(run_dir)
     if last is not None:
         start, directory = last
-        load_checkpoint(directory, peft_model, optimizer, scheduler)
+        state = load_checkpoint(directory, peft_model, optimizer, scheduler)
+        if ema is not None:
+            ema.load_state_dict(state["teacher_ema"])
     if acc.process_index == 0:
         keep_metrics_through(run_dir / "metrics.jsonl", start)
     model, optimizer = acc.prepare(peft_model, optimizer)
@@ -285,6 +292,7 @@ def _open(
         max_model_len=max_len,
         micro_batches=[k for k in range(n_micro) if k % acc.num_processes == acc.process_index],
         t_start=t_start,
+        ema=ema,
     )
     return session, start
 
@@ -407,6 +415,7 @@ def update(
                 last=n == len(micro) - 1,
                 completions=completions,
                 finish=[f for _, f in rollouts[k]],
+                ema=session.ema,
             )
         except TrainingError as err:
             raise TrainingError(f"{err}, micro-batch {k}; {_kept(session.run_dir)}") from None
@@ -419,6 +428,8 @@ def update(
         for group in session.optimizer.param_groups:
             group["lr"] = lr  # the scheduler's next step resets it from its base rate
     session.optimizer.step()
+    if session.ema is not None:
+        session.ema.update()
     session.scheduler.step()
     session.optimizer.zero_grad(set_to_none=True)
     stats.update_seconds = time.perf_counter() - t_update
@@ -451,6 +462,7 @@ def save_if_due(session: Session, done: int) -> None:
             session.optimizer,
             session.scheduler,
             session.cfg.prompts_per_step,
+            extra=None if session.ema is None else {"teacher_ema": session.ema.state_dict()},
         )
     session.acc.wait_for_everyone()
 

@@ -22,6 +22,8 @@ from pwopsd.vocab import (
     FAMILIES,
     MAIN_FAMILY,
     POSITION_METHODS,
+    POSITION_WEIGHTED_METHODS,
+    TEACHER_FREE_METHODS,
     TRAINABLE_METHODS,
 )
 
@@ -68,10 +70,16 @@ class RunSpec:
             raise ConfigError(f"seed={self.seed!r} must be a non-negative integer")
         # Parse every override to its field's type now: a bad value fails before anything.
         object.__setattr__(self, "overrides", coerce_train_overrides(self.overrides))
-        if dict(self.overrides).get("matched_step") and self.method not in POSITION_METHODS:
+        given = dict(self.overrides)
+        if given.get("matched_step") and self.method not in POSITION_WEIGHTED_METHODS:
             raise ConfigError(
-                f"matched_step=True given for method {self.method!r}, which has no position "
-                f"weights to match (position methods: {list(POSITION_METHODS)})"
+                f"matched_step=True given for method {self.method!r}, whose loss is not scaled "
+                f"by position weights (position-weighted methods: {list(POSITION_WEIGHTED_METHODS)})"
+            )
+        if given.get("teacher", "base") != "base" and self.method in TEACHER_FREE_METHODS:
+            raise ConfigError(
+                f"teacher={given['teacher']!r} given for method {self.method!r}, which reads no "
+                "teacher (the teacher pass is skipped)"
             )
 
     @property
@@ -131,6 +139,53 @@ class RunSpec:
 
     def is_done(self) -> bool:
         return (self.run_dir() / "DONE.json").is_file()
+
+
+LATER_TRAIN_FIELDS = (
+    "teacher",
+    "teacher_ema_decay",
+    "teacher_free_tau_low",
+    "teacher_free_advantage",
+)
+"""TrainConfig fields added after runs were committed (issue 20). ``config.json`` records them
+only when they differ from their defaults, so a run started before they existed still passes
+the settings check (:func:`pwopsd.jsonl.check_settings` compares every key) and resumes."""
+
+
+def recorded_train_config(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as a run's ``config.json`` records it (see :data:`LATER_TRAIN_FIELDS`)."""
+    default = TrainConfig()
+    out = dataclasses.asdict(cfg)
+    for name in LATER_TRAIN_FIELDS:
+        if getattr(cfg, name) == getattr(default, name):
+            out.pop(name)
+    return out
+
+
+def method_settings(spec: RunSpec, cfg: TrainConfig) -> dict[str, Any]:
+    """What the run's method and teacher use beyond the shared loss settings (the plan prints
+    it): the teacher (none for a teacher-free method), PW-Mix's mixing schedule, the
+    teacher-free control's threshold and advantage."""
+    out: dict[str, Any] = {"method": spec.method}
+    if spec.method in TEACHER_FREE_METHODS:
+        out["teacher"] = None
+        out["teacher_free"] = {
+            "tau_low": cfg.teacher_free_tau_low,
+            "advantage": cfg.teacher_free_advantage,
+            "reduction": "global token mean",
+        }
+        return out
+    out["teacher"] = {"kind": cfg.teacher}
+    if cfg.teacher == "ema":
+        out["teacher"]["ema_decay"] = cfg.teacher_ema_decay
+    if spec.method == "pw_mix":
+        out["pw_mix"] = {
+            "mix_schedule": spec.resolved_schedule,
+            "forward_kl": "clipped, weight m(u)",
+            "reverse_kl": "full distribution, weight 1 - m(u)",
+            "reduction": "per sequence",
+        }
+    return out
 
 
 def jsonable(x: Any) -> Any:
@@ -226,6 +281,7 @@ def plan(spec: RunSpec, world_size: int | None = None) -> dict[str, Any]:
         "lr_schedule": cfg.lr_schedule,
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": list(cfg.lora_targets)},
         "loss": {"distill_temperature": cfg.distill_temperature, "tau_clip": cfg.tau_clip},
+        "method_settings": method_settings(spec, cfg),
         "rollout": dataclasses.asdict(cfg.rollout),
         "rollout_backend": cfg.rollout_backend,
         "dtype": cfg.dtype,

@@ -1,7 +1,8 @@
 """One micro-batch of an OPSD update and the statistics a step logs (PROTOCOL sections 1-3).
 
-:func:`micro_step` runs the teacher pass (teacher template + completion, adapter disabled, no
-grad), the student pass (student template + completion, with grad), the method's loss
+:func:`micro_step` runs the teacher pass (teacher template + completion, no grad; the teacher
+``TrainConfig.teacher`` names, :mod:`pwopsd.train.teacher`; skipped for a teacher-free method),
+the student pass (student template + completion, with grad), the method's loss
 (:func:`pwopsd.losses.method_loss`) and its backward, and returns a :class:`MicroStats`.
 :class:`StepStats` adds those up over a step's micro-batches (and processes) into one row of
 ``metrics.jsonl``. What the loss reports (mean clipped FKL, position weights, the EOPD and
@@ -21,7 +22,8 @@ import torch
 from pwopsd import losses
 from pwopsd.config import TrainConfig
 from pwopsd.rollout import AlignedBatch, gather_positions
-from pwopsd.vocab import DEFAULT_SCHEDULE
+from pwopsd.train.teacher import TeacherEMA, teacher_logits
+from pwopsd.vocab import DEFAULT_SCHEDULE, TEACHER_FREE_METHODS
 
 
 class TrainingError(RuntimeError):
@@ -46,6 +48,8 @@ class MicroStats:
     """The loss's own metrics (``LossOutput.metrics``): token means, ``*_min``, ``*_max``."""
     clip: tuple[int, int, int] | None = None
     """(capped tokens, capped vocabulary entries, valid tokens), when clip stats are on."""
+    teacher_seconds: float = 0.0
+    """Wall time of the teacher pass (0 when the method skips it)."""
 
 
 @torch.no_grad()
@@ -91,6 +95,7 @@ def micro_step(
     last: bool,
     completions: list[tuple[int, ...]],
     finish: list[str | None],
+    ema: TeacherEMA | None = None,
 ) -> MicroStats:
     """Teacher pass, student pass, loss and backward of one micro-batch.
 
@@ -98,10 +103,11 @@ def micro_step(
     unwrapped peft model whose adapter the teacher pass disables. Gradients sync across
     processes on the ``last`` micro-batch of the step only; the loss is divided by the
     process's ``accumulation`` count so the step's gradient is the mean over micro-batches.
+    ``ema`` is the run's EMA teacher when ``cfg.teacher == "ema"``.
     """
-    with torch.no_grad(), student.disable_adapter():
-        teacher = student(input_ids=batch.teacher_ids, attention_mask=batch.teacher_attention)
-        t_logits = gather_positions(teacher.logits, batch.teacher_positions)  # [B, T, V]
+    t_logits, teacher_seconds = None, 0.0
+    if method not in TEACHER_FREE_METHODS:
+        t_logits, teacher_seconds = teacher_logits(student, batch, cfg, ema)  # [B, T, V]
     sync = contextlib.nullcontext() if last else acc.no_sync(model)
     with sync:
         out = model(input_ids=batch.student_ids, attention_mask=batch.student_attention)
@@ -116,12 +122,14 @@ def micro_step(
             temperature=cfg.distill_temperature,
             tau_clip=cfg.tau_clip,
             schedule=schedule or DEFAULT_SCHEDULE,
+            tau_low=cfg.teacher_free_tau_low,
+            advantage=cfg.teacher_free_advantage,
         )
         if not torch.isfinite(result.loss):
             raise TrainingError(f"non-finite loss ({result.loss.item()}) at step {step + 1}")
         acc.backward(result.loss / accumulation)
     clip = None
-    if cfg.clip_stats:
+    if cfg.clip_stats and t_logits is not None:
         clip = clip_statistics(
             s_logits.detach(), t_logits, batch.mask, cfg.distill_temperature, cfg.tau_clip
         )
@@ -137,6 +145,7 @@ def micro_step(
         vocab=s_logits.shape[-1],
         loss_metrics=dict(result.metrics),
         clip=clip,
+        teacher_seconds=teacher_seconds,
     )
 
 
@@ -155,7 +164,9 @@ class StepStats:
     prompt_too_long: int = 0
     rollout_seconds: float = 0.0
     update_seconds: float = 0.0
-    clip: list[int] = field(default_factory=lambda: [0, 0, 0])
+    teacher_seconds: float = 0.0
+    clip: list[int] | None = None
+    """Clip counts summed over micro-batches; None while no micro-batch measured them."""
     weighted: dict[str, float] = field(default_factory=dict)
     """Token-weighted sums of the loss's mean metrics."""
     extremes: dict[str, float] = field(default_factory=dict)
@@ -170,8 +181,10 @@ class StepStats:
         self.truncated += micro.truncated
         self.empty += micro.empty
         self.cut_to_fit += micro.cut_to_fit
+        self.teacher_seconds += micro.teacher_seconds
         if micro.clip is not None:
-            self.clip = [a + b for a, b in zip(self.clip, micro.clip, strict=True)]
+            base = self.clip or [0, 0, 0]
+            self.clip = [a + b for a, b in zip(base, micro.clip, strict=True)]
         for key, value in micro.loss_metrics.items():
             if key.endswith("_min") or key.endswith("_max"):
                 pick = min if key.endswith("_min") else max
@@ -233,6 +246,8 @@ def metrics_row(
         "valid_tokens": int(tokens),
         "rollout_tokens_per_s": rollout_tokens / max(_all_sum(stats.rollout_seconds, acc), 1e-9),
         "update_tokens_per_s": tokens / max(_all_sum(stats.update_seconds, acc), 1e-9),
+        # the teacher pass's wall time this step, summed over micro-batches and processes
+        "teacher_seconds": _all_sum(stats.teacher_seconds, acc),
         "grad_norm": grad_norm,
         "lr": lr,
         "seconds": time.perf_counter() - t_step,
@@ -240,7 +255,7 @@ def metrics_row(
     row.update(weighted)  # position_weight_mean, the EOPD and REOPOLD terms
     for key, value in sorted(stats.extremes.items()):
         row[key] = _all_pick(value, acc, torch.min if key.endswith("_min") else torch.max)
-    if cfg.clip_stats:
+    if cfg.clip_stats and stats.clip is not None:  # a teacher-free method measures none
         capped_tokens, capped_entries, valid = (_all_sum(v, acc) for v in stats.clip)
         row["clip_frac_tokens"] = capped_tokens / max(valid, 1)
         row["clip_frac_entries"] = capped_entries / max(valid * vocab, 1)
