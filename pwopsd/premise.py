@@ -190,7 +190,8 @@ def run_position_premise(cfg: PositionPremiseConfig, progress: bool = True) -> d
 
 def measurement_frame(settings: dict[str, Any]) -> pd.DataFrame:
     """One row per dial setting: forward-KL share per third, teacher wins at the first wrong
-    step per third, the diagnostic's early-oriented position AUROC and its counts."""
+    step per third, the forward KL per token on wrong over right rollouts (does the signal
+    still point at mistakes?), the diagnostic's early-oriented position AUROC and its counts."""
     rows = []
     for key, m in sorted(settings.items(), key=lambda kv: float(kv[0])):
         sig, diag = m["teacher_signal"], m["diagnostic_position"]
@@ -200,6 +201,7 @@ def measurement_frame(settings: dict[str, Any]) -> pd.DataFrame:
         for third, part in sig["by_third"].items():
             row[f"teacher wins, {third} third"] = part["first_wrong_teacher_wins"]
         row["teacher wins (all)"] = sig["first_wrong_teacher_wins"]
+        row["FKL wrong / right"] = sig["wrong_over_correct_fkl"]
         row["position AUROC (early)"] = diag["auroc_early"]
         row["real-uncertain / candidates"] = f"{diag['n_real_uncertain']} / {diag['n_candidates']}"
         rows.append(row)
@@ -376,8 +378,10 @@ def measurement_sentence(settings: dict[str, Any]) -> str:
         first = sig["by_third"]["first"]["fkl_share"]
         auroc = diag["auroc_early"]
         auroc_text = "-" if auroc is None else f"{auroc:.2f}"
+        ratio = sig["wrong_over_correct_fkl"]
         parts.append(f"share {float(key):g}: {first:.2f} of the forward KL in the first third, "
-                     f"early-position AUROC {auroc_text}")  # fmt: skip
+                     f"forward KL per token {ratio:.2f}x as high on wrong rollouts as on right "
+                     f"ones, early-position AUROC {auroc_text}")  # fmt: skip
     return "Measured: " + "; ".join(parts) + "."
 
 
