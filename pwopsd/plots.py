@@ -1,24 +1,116 @@
 """Tables and figures for the notebooks and the book, always drawn from results files.
 
 Every function takes the parsed JSON of a results file (or a path) and returns a pandas
-DataFrame or a matplotlib Figure; nothing here holds a number of its own.
+DataFrame or a matplotlib Figure; nothing here holds a number of its own. Every figure colours
+a method from one palette, :data:`METHOD_COLORS` (:func:`method_color`), so a method keeps its
+colour on every page, and puts its legend outside the axes.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
+import zlib
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt  # headless: matplotlib falls back to Agg; kernels use inline
 import pandas as pd
 import torch
+from matplotlib.lines import Line2D
 
 from pwopsd.config import REPO_ROOT, RESULTS_DIR
 from pwopsd.losses import position_weights
-from pwopsd.vocab import SCHEDULES
+from pwopsd.tables import published_row
+from pwopsd.vocab import (
+    DEFAULT_SCHEDULE,
+    METHOD_LABELS,
+    PAPER_COLUMN,
+    PAPER_MODEL_LABELS,
+    SCHEDULES,
+)
 
 PUBLISHED_DIR = REPO_ROOT / "data" / "published"
+
+# ------------------------------------------------------------------ one colour per method
+
+METHOD_COLORS: dict[str, str] = {
+    "base": "#8C8C8C",  # grey: the untrained model every method starts from
+    "opsd": "#0072B2",  # blue (Okabe-Ito)
+    "eopd": "#E69F00",  # orange (Okabe-Ito)
+    "reopold": "#CC79A7",  # reddish purple (Okabe-Ito)
+    # PW-OPSD: one green per schedule, light (softest) to dark (sharpest), in SCHEDULES' order
+    "pw_opsd_mild": "#ADDD8E",
+    "pw_opsd_moderate": "#41AB5D",
+    "pw_opsd_sharp": "#1B7837",
+    "pw_opsd_aggressive": "#00441B",
+    # the factorial's off-diagonal cells (its corners are OPSD and PW-OPSD Moderate)
+    "uniform_per_sequence": "#56B4E9",  # sky blue: uniform weight like OPSD
+    "position_global": "#882255",  # wine
+    # beyond the paper
+    "pw_mix": "#332288",  # indigo
+    "teacher_free": "#661100",  # dark brown
+}
+"""Palette key -> colour; :func:`palette_key` maps a table row, run, table key or method to its
+key. Black is kept for the paper's values and grey for reference lines."""
+
+FALLBACK_COLORS = ("#999933", "#44AA99", "#AA4499", "#6699CC", "#EE8866")
+"""Colours for a method the palette does not name, picked by a stable hash of its name (the
+same method gets the same colour in every figure)."""
+
+PAPER_COLOR = "black"
+"""The paper's published values on bar charts."""
+
+TEMPLATE_COLORS = {
+    "student": ("student template", METHOD_COLORS["base"]),  # the untrained model
+    "teacher_answer": ("answer-only teacher", "#DDCC77"),
+    "teacher_solution": ("solution teacher", "#997700"),
+}
+"""Calibration bars: template -> (label, colour); the privileged teachers in sand and gold."""
+
+
+def palette_key(item: dict[str, Any] | str) -> str:
+    """The palette key of a table row (its run, else its method), a run name, a table key
+    ("qwen3/pw_opsd_moderate") or a method: a control's suffix ("_matched") and a family
+    prefix drop, a position/global cell keys without its schedule, bare PW-OPSD means the
+    default schedule."""
+    if isinstance(item, dict):
+        name = item.get("run") or item.get("method") or str(item.get("key", ""))
+    else:
+        name = str(item)
+    name = name.rsplit("/", 1)[-1].removesuffix("_matched")
+    if name in METHOD_COLORS:
+        return name
+    if name == "pw_opsd":
+        return f"pw_opsd_{DEFAULT_SCHEDULE}"
+    return next((p for p in ("position_global", "pw_mix") if name.startswith(p)), name)
+
+
+def method_color(item: dict[str, Any] | str) -> str:
+    """The colour of a method (see :func:`palette_key`), the same in every figure."""
+    key = palette_key(item)
+    if key in METHOD_COLORS:
+        return METHOD_COLORS[key]
+    return FALLBACK_COLORS[zlib.crc32(key.encode()) % len(FALLBACK_COLORS)]
+
+
+def legend_outside(fig: plt.Figure, handles: list, labels: list[str]) -> None:
+    """One legend for the whole figure, to the right of every axes (needs a constrained
+    layout), so that no legend covers data."""
+    labels = [textwrap.fill(label, 32) for label in labels]
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+
+
+def move_legends_outside(fig: plt.Figure) -> plt.Figure:
+    """Re-place each axes legend of a figure drawn elsewhere (a lower floor's figure) to the
+    right of its axes (the figure widens to make room), so that no legend covers data."""
+    fig.set_size_inches(fig.get_size_inches()[0] + 2.0, fig.get_size_inches()[1])
+    for ax in fig.axes:
+        if ax.get_legend() is not None:
+            ax.legend(*ax.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                      fontsize=8, frameon=False)  # fmt: skip
+    fig.tight_layout()
+    return fig
 
 
 def load_json(path: str | Path) -> dict[str, Any] | None:
@@ -102,78 +194,125 @@ def section_status(table: dict[str, Any] | None, section: str) -> str:
     )
 
 
-def plot_rows(
-    table: dict[str, Any], metric: str = "avg", group_by_family: bool = False
-) -> plt.Figure:
-    """Bars of one metric per benchmark for every row (error bars: the table's sd)."""
-    labels = {b["name"]: b.get("label") or b["name"] for b in table["benchmarks"]}
-    rows = table["rows"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) + 0.25 * len(rows)), 3.4))
+# ------------------------------------------------------------------ bars of a table section
+
+
+def _paper_label(row: dict[str, Any]) -> str:
+    """The paper's name for a row's method ("PW-OPSD Moderate"), by its palette key."""
+    key = palette_key(row)
+    if key.startswith("pw_opsd_"):
+        return f"PW-OPSD {key.removeprefix('pw_opsd_').capitalize()}"
+    return METHOD_LABELS.get(key, row.get("label", key))
+
+
+def _paper_value(row: dict[str, Any], bench: str | None) -> float | None:
+    """The paper's Avg@12 (%) for a row's method and model on the benchmark a toy set stands
+    in for (``bench`` None: its mean over the four), or None when it publishes none."""
+    control = str(row.get("run") or row.get("key", "")).endswith("_matched")
+    pub = None if control else published_row(row["family"], _paper_label(row))
+    if pub is None:
+        return None
+    if bench is None:
+        return pub.get("mean")
+    score = (pub.get("scores") or {}).get(PAPER_COLUMN.get(bench, bench))
+    return None if score is None else score["mean"]
+
+
+def _bars(ax: plt.Axes, table: dict[str, Any], rows: list[dict], metric: str, paper: bool) -> dict:
+    """One group of bars per benchmark plus the mean over benchmarks, one bar per row;
+    returns label -> legend handle."""
+    names = [b["name"] for b in table["benchmarks"]] + [None]
     width = 0.8 / max(1, len(rows))
+    handles: dict[str, Any] = {}
     for j, r in enumerate(rows):
-        xs = [i + j * width for i in range(len(labels))]
-        means = [100 * r["scores"][n][metric]["mean"] for n in labels]
-        sds = [100 * (r["scores"][n][metric]["sd"] or 0.0) for n in labels]
-        name = f"{r['family']}: {r['label']}" if group_by_family else r["label"]
-        ax.bar(xs, means, width, yerr=sds, capsize=2, label=name)
-    ax.set_xticks([i + width * (len(rows) - 1) / 2 for i in range(len(labels))])
-    ax.set_xticklabels(list(labels.values()))
-    ax.set_ylabel(f"{metric.capitalize()}@{table['sampling'].get('n', 'k')} (%)")
-    ax.legend(fontsize=7, ncol=2 if len(rows) > 5 else 1, loc="upper right")
-    fig.tight_layout()
+        xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(names))]
+        scores = [r["scores"][n][metric] if n else r["overall"][metric] for n in names]
+        means = [100 * s["mean"] for s in scores]
+        sds = [100 * (s["sd"] or 0.0) for s in scores]
+        handles[r["label"]] = ax.bar(xs, means, width, yerr=sds, capsize=2, color=method_color(r),
+                                     edgecolor="white", linewidth=0.5, error_kw={"lw": 0.8})  # fmt: skip
+        for x, n in zip(xs, names, strict=True):
+            value = _paper_value(r, n) if paper and metric == "avg" else None
+            if value is not None:
+                ax.hlines(value, x - width / 2, x + width / 2, colors=PAPER_COLOR, lw=2)
+                handles["paper"] = None
+    labels = {b["name"]: b.get("label") or b["name"] for b in table["benchmarks"]}
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([labels[n].replace(" ", "\n", 1) if n else "mean of\nthe sets" for n in names],
+                       fontsize=8)  # fmt: skip
+    ax.set_ylim(0, 105)
+    ax.grid(axis="y", lw=0.4, alpha=0.5)
+    ax.set_axisbelow(True)
+    return handles
+
+
+def plot_rows(
+    table: dict[str, Any], metric: str = "avg", group_by_family: bool = False, paper: bool = True
+) -> plt.Figure:
+    """Bars of one metric per benchmark and of the mean over benchmarks, one bar per row in its
+    method's colour (:func:`method_color`), error bars the table's sd (over ``table["spread"]``).
+
+    ``paper``: a black tick over a bar marks the paper's Avg@12 for the same method on the
+    benchmark the toy set stands in for, with the paper's model (Avg only; none where the paper
+    publishes none). ``group_by_family``: one panel per model family, same y axis.
+    """
+    families = list(dict.fromkeys(r["family"] for r in table["rows"]))
+    groups = families if group_by_family else [None]
+    per_panel = max(sum(1 for r in table["rows"] if g in (None, r["family"])) for g in groups)
+    width = len(groups) * (0.9 + (len(table["benchmarks"]) + 1) * (0.2 * per_panel + 0.35))
+    fig, axes = plt.subplots(1, len(groups), figsize=(min(13.0, width + 2.0), 3.6), sharey=True,
+                             squeeze=False, layout="constrained")  # fmt: skip
+    handles: dict[str, Any] = {}
+    for ax, family in zip(axes[0], groups, strict=True):
+        rows = [r for r in table["rows"] if family in (None, r["family"])]
+        handles |= _bars(ax, table, rows, metric, paper)
+        if family is not None:
+            ax.set_title(f"toy {family} (paper: {PAPER_MODEL_LABELS.get(family, '?')})", fontsize=9)
+    axes[0][0].set_ylabel(f"{metric.capitalize()}@{table['sampling'].get('n', 'k')} (%)")
+    if "paper" in handles:
+        handles["paper"] = Line2D([], [], color=PAPER_COLOR, marker="_", ms=12, mew=2, ls="none")
+        handles["paper's Avg@12 (its model, the real set)"] = handles.pop("paper")
+    legend_outside(fig, list(handles.values()), list(handles))
     return fig
+
+
+def saturation_note(table: dict[str, Any], metric: str = "pass", at_least: float = 0.95) -> str:
+    """A sentence for a page whose figures leave ``metric`` out because it sits at its ceiling
+    in every cell (all means >= ``at_least``); empty when it does not."""
+    means = [s[metric]["mean"] for r in table["rows"] for s in r["scores"].values()]
+    if not means or min(means) < at_least:
+        return ""
+    name = f"{metric.capitalize()}@{table['sampling'].get('n', 'k')}"
+    return (
+        f"{name} lies between {100 * min(means):.1f}% and {100 * max(means):.1f}% in every cell: "
+        "at toy scale it is saturated and separates no method, so the figures leave it out."
+    )
 
 
 def plot_factorial(table: dict[str, Any], metric: str = "avg") -> plt.Figure:
     """Interaction plot of the 2x2 factorial: mean over benchmarks per reduction, one line per
-    weighting (parallel lines = no interaction)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for weighting in ("uniform", "position"):
-        xs, ys, es = [], [], []
-        for i, reduction in enumerate(("global", "per_sequence")):
-            r = next((r for r in table["rows"] if r["factors"] == {"weighting": weighting,
-                      "reduction": reduction}), None)  # fmt: skip
-            if r is None:
-                continue
-            o = r["overall"][metric]
-            xs.append(i)
-            ys.append(100 * o["mean"])
-            es.append(100 * (o["sd"] or 0.0))
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{weighting} weight")
+    weighting (parallel lines = no interaction); each cell's point in its method's colour,
+    error bars the sd over ``table["spread"]``."""
+    fig, ax = plt.subplots(figsize=(8.0, 3.4), layout="constrained")
+    handles: dict[str, Any] = {}
+    lines: dict[str, Any] = {}
+    for weighting, style in (("uniform", "-"), ("position", "--")):
+        cells = [(i, r) for i, reduction in enumerate(("global", "per_sequence"))
+                 for r in table["rows"]
+                 if r["factors"] == {"weighting": weighting, "reduction": reduction}]  # fmt: skip
+        ys = [100 * r["overall"][metric]["mean"] for _, r in cells]
+        ax.plot([i for i, _ in cells], ys, style, color="grey", lw=1.2, zorder=1)
+        lines[f"{weighting} weight (line)"] = Line2D([], [], color="grey", ls=style)
+        for (i, r), y in zip(cells, ys, strict=True):
+            sd = 100 * (r["overall"][metric]["sd"] or 0.0)
+            handles[r["label"]] = ax.errorbar(i, y, yerr=sd, marker="o", ms=8, capsize=3,
+                                              color=method_color(r), ls="none", zorder=2)  # fmt: skip
     ax.set_xticks([0, 1])
     ax.set_xticklabels(["global token mean", "per-sequence mean"])
     ax.set_xlim(-0.3, 1.3)
     ax.set_ylabel(f"mean {metric.capitalize()}@k over benchmarks (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_training_curves(table: dict[str, Any]) -> plt.Figure | None:
-    """Per-step loss, mean KL per token and rollout length of every trained run (all seeds)."""
-    runs = [(seed, key, run) for seed, rs in table.get("runs", {}).items()
-            for key, run in rs.items() if run.get("metrics")]  # fmt: skip
-    if not runs:
-        return None
-    labels = {r["key"]: r["label"] for r in table["rows"]}
-    panels = (
-        ("loss", "loss"),
-        ("fkl_token_mean", "mean clipped KL per token"),
-        ("completion_len_mean", "rollout length (tokens)"),
-    )
-    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.2))
-    colors = {}
-    for ax, (metric, title) in zip(axes, panels):
-        for seed, key, run in runs:
-            pts = [r for r in run["metrics"] if r.get(metric) is not None]
-            color = colors.setdefault(key, f"C{len(colors) % 10}")
-            label = labels.get(key, key) if ax is axes[-1] and seed == runs[0][0] else None
-            ax.plot([r["step"] for r in pts], [r[metric] for r in pts], color=color, lw=1.0,
-                    alpha=0.8, label=label)  # fmt: skip
-        ax.set_title(title)
-        ax.set_xlabel("optimizer step")
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
+    handles |= lines
+    legend_outside(fig, list(handles.values()), list(handles))
     return fig
 
 
@@ -222,22 +361,17 @@ def plot_calibration(cal: dict[str, Any]) -> plt.Figure:
     """Avg@n per template and family: the privileged templates should sit above the student."""
     fams = list(cal)
     templates = ("student", "teacher_answer", "teacher_solution")
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(8.5, 3.2), layout="constrained")
     width = 0.8 / len(templates)
     for j, t in enumerate(templates):
-        ax.bar(
-            [i + j * width for i in range(len(fams))],
-            [100 * cal[f][t]["avg"] for f in fams],
-            width,
-            label=t,
-        )
+        label, color = TEMPLATE_COLORS[t]
+        ax.bar([i + j * width for i in range(len(fams))], [100 * cal[f][t]["avg"] for f in fams],
+               width, label=label, color=color)  # fmt: skip
     ax.set_xticks([i + width for i in range(len(fams))])
     ax.set_xticklabels(fams)
     ax.set_ylabel("Avg@n (%)")
     ax.set_ylim(0, 100)
-    # Above the axes: the bars reach 100 when a teacher is strong, and an inside legend hides them.
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
-    fig.tight_layout()
+    legend_outside(fig, *ax.get_legend_handles_labels())
     return fig
 
 
@@ -248,20 +382,23 @@ def plot_schedules(
     names: list[str] | None = None,
     custom: tuple[float | None, float | None, float | None] = (None, None, None),
 ) -> plt.Figure:
-    """w(u) = w_min + (1 - w_min) sigmoid((u - c) / s) for each schedule (PROTOCOL section 2)."""
+    """w(u) = w_min + (1 - w_min) sigmoid((u - c) / s) for each schedule (PROTOCOL section 2),
+    each in its PW-OPSD colour, beside OPSD's uniform weight 1."""
     names = list(SCHEDULES) if names is None else names
     curves = {n: SCHEDULES[n] for n in names}
     if all(v is not None for v in custom):
         curves["custom"] = custom
     mask = torch.ones(1, 200, dtype=torch.bool)
     u = (torch.arange(1, 201) - 0.5) / 200
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(8.5, 3.4), layout="constrained")
+    ax.plot([0, 1], [1, 1], color=method_color("opsd"), ls=":", label="OPSD (uniform, w = 1)")
     for name, (w_min, c, s) in curves.items():
         w = position_weights(mask, w_min=w_min, c=c, s=s)[0]
-        ax.plot(u.numpy(), w.numpy(), label=f"{name} (w_min={w_min}, c={c}, s={s})")
+        color = "black" if name == "custom" else method_color(f"pw_opsd_{name}")
+        ax.plot(u.numpy(), w.numpy(), color=color, ls="--" if name == "custom" else "-", lw=2,
+                label=f"{name} (w_min={w_min}, c={c}, s={s})")  # fmt: skip
     ax.set_xlabel("relative position u = (i - 0.5) / L")
     ax.set_ylabel("token weight w(u)")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    legend_outside(fig, *ax.get_legend_handles_labels())
     return fig

@@ -36,11 +36,17 @@ def test_book_builds_without_warnings(tmp_path):
         "cross_model",
         "reduction_factorial",
         "position_premise",
+        "beyond",
         "toy_world",
         "performance",
         "reproduce",
     ):
         assert (html / f"{page}.html").exists(), page
+    # Formulas load the bundled MathJax, never a CDN (they render offline).
+    intro = (html / "intro.html").read_text()
+    assert intro.count("_static/mathjax/tex-chtml-full.js") == 1, "MathJax must load once"
+    assert "cdn.jsdelivr.net" not in intro
+    assert (html / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
     # Published numbers reach the page from data/published, not from the page source.
     assert "95.33" in (html / "main_table.html").read_text()
     assert "95.33" not in (REPO_ROOT / "book" / "main_table.md").read_text()
@@ -102,3 +108,26 @@ def test_failing_notebook_fails_the_build(broken_book, tmp_path):
     proc = _build(Path("book"), tmp_path / "out", broken_book)
     assert proc.returncode != 0
     assert "broken" in proc.stdout + proc.stderr
+
+
+def test_mathjax_is_served_from_the_book_not_a_cdn():
+    """Sphinx's ``mathjax_path`` is a file the book bundles (scripts/fetch_mathjax.sh), with the
+    fonts CommonHTML loads from beside it, so formulas render with no network; and it is not
+    under book/_static, whose every .js Jupyter Book 1 adds as a second, eager <script>."""
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    path = config["mathjax_path"]
+    assert "//" not in path and not path.startswith("/"), f"mathjax_path {path!r} is not local"
+    static = [REPO_ROOT / "book" / d for d in config.get("html_static_path", [])]
+    script = next((d / path for d in static if (d / path).is_file()), None)
+    assert script is not None, f"{path} is in no html_static_path: run scripts/fetch_mathjax.sh"
+    text = script.read_text()
+    assert "[tex]/ams" in text and "output/chtml" in text  # TeX extensions preloaded, CHTML output
+    fonts = script.parent / "output" / "chtml" / "fonts" / "woff-v2"
+    assert len(list(fonts.glob("MathJax_*.woff"))) >= 20, f"{fonts}: CommonHTML fonts missing"
+    assert (script.parent / "LICENSE").is_file()
+    # Jupyter Book 1 scans every static folder for .js once book/_static exists
+    assert not (REPO_ROOT / "book" / "_static").is_dir(), (
+        "book/_static exists: Jupyter Book 1 would add the MathJax bundle as a second <script>"
+    )

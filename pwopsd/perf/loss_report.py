@@ -135,7 +135,9 @@ def plot_loss_ratios(bench: Mapping[str, Any]) -> plt.Figure:
          lambda v: f"{fmt_sig(v)}%"),
     )  # fmt: skip
     for ax, values, ref, title, fmt in panels:
-        ax.barh(list(ys), list(values), color="C0" if ax is ax_speed else "C1", height=0.6)
+        ax.barh(
+            list(ys), list(values), color="#4D4D4D" if ax is ax_speed else "#B3B3B3", height=0.6
+        )
         ax.axvline(ref, color="grey", ls="--", lw=1)
         ax.text(ref, -0.55, "reference", ha="center", va="bottom", fontsize=7, color="grey")
         for y, v in zip(ys, values):

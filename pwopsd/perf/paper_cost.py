@@ -48,6 +48,11 @@ PROTOCOL_PAPER: dict[str, Any] = {
 check them against ``pwopsd.config``'s paper profile)."""
 
 
+PAPER_SECTIONS = ("main_table", "schedule_sweep", "cross_model", "reduction_factorial")
+"""The paper's table sections; the sections beyond the paper (position premise: toy only;
+beyond) are not part of its cost."""
+
+
 def section_rows() -> dict[str, list[tuple[str, str]]]:
     """Per table section, its (family, run) rows at the paper profile, exactly as
     :func:`pwopsd.sections.section_rows` builds them from the section configs' defaults
@@ -59,7 +64,7 @@ def section_rows() -> dict[str, list[tuple[str, str]]]:
             for r in rows_of(cls(profile="paper"))
         ]
         for name, cls in NOTEBOOK_CONFIGS.items()
-        if issubclass(cls, TableSectionConfig)
+        if issubclass(cls, TableSectionConfig) and name in PAPER_SECTIONS
     }
 
 

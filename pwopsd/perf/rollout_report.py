@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from pwopsd.perf.fmt import fmt_ratio, fmt_sig, settings_frame
+from pwopsd.plots import legend_outside
 
 ROLLOUT_TARGET_RATIO = 8.0
 """The project's target: the vLLM engine's rollouts at least 8x the tokens/s of HF
@@ -70,18 +71,19 @@ def rollout_verdict(bench: Mapping[str, Any], target: float = ROLLOUT_TARGET_RAT
 def plot_rollout(bench: Mapping[str, Any]) -> plt.Figure:
     """Grouped bars of tokens/s per batch size: vLLM engine beside HF generate."""
     frame = rollout_frame(bench)
-    fig, ax = plt.subplots(figsize=(5.5, 3))
+    fig, ax = plt.subplots(figsize=(7, 3), layout="constrained")
     xs = range(len(frame))
     width = 0.38
-    for offset, col, label in ((-0.2, "engine", "vLLM engine"), (0.2, "hf", "HF generate")):
-        bars = ax.bar([x + offset for x in xs], frame[col], width, label=label)
+    # greys: the method colours (pwopsd.plots.METHOD_COLORS) stay with methods
+    for offset, col, label, color in ((-0.2, "engine", "vLLM engine", "#4D4D4D"),
+                                      (0.2, "hf", "HF generate", "#B3B3B3")):  # fmt: skip
+        bars = ax.bar([x + offset for x in xs], frame[col], width, label=label, color=color)
         ax.bar_label(bars, labels=[fmt_sig(v) for v in frame[col]], fontsize=7)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([f"batch {b}" for b in frame.index])
     ax.set_ylabel("generated tokens/s")
     ax.set_ylim(0, 1.15 * frame[["engine", "hf"]].to_numpy().max())
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+    legend_outside(fig, *ax.get_legend_handles_labels())
     return fig
 
 

@@ -17,12 +17,13 @@ from pwopsd.perf.runinfo import commit_text, date_text, machine_text
 from pwopsd.plots import load_json
 
 SECTIONS = tuple(NOTEBOOK_CONFIGS)
-"""The five notebooks, in the order ``make results`` runs them."""
+"""Every notebook (the paper's five and the two beyond it), in the order ``make results``
+runs them."""
 
 TABLE_SECTIONS = tuple(
     name for name, config in NOTEBOOK_CONFIGS.items() if issubclass(config, TableSectionConfig)
 )
-"""The four method-table sections (every notebook but the diagnostic)."""
+"""The method-table sections (every notebook but the diagnostic)."""
 
 
 def notebook_result_files(results_dir: Path) -> list[tuple[str, int | None, Path]]:
