@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from pwopsd import metrics, sections, tables
+from pwopsd import metrics, plots, sections, tables
 from pwopsd.config import (
     REPO_ROOT,
     DiagnosticConfig,
@@ -297,13 +297,15 @@ def plot_gaps(gaps: pd.DataFrame) -> Any:
 
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     labels = list(dict.fromkeys(gaps["row"]))
+    key_of = {label: key for key, label in COMPARED_ROWS.items()}
     for i, label in enumerate(labels):
         part = gaps[gaps["row"] == label]
         x = part["shortcut share"] + (i - (len(labels) - 1) / 2) * 0.015  # dodge the bars
         err = [part["gap"] - part["low"], part["high"] - part["gap"]]
         dashed = "matched" in label
         ax.errorbar(x, part["gap"], yerr=err, marker="o", capsize=3, label=label,
-                    linestyle="--" if dashed else "-")  # fmt: skip
+                    linestyle="--" if dashed else "-",
+                    color=plots.method_color(key_of.get(label, label)))  # fmt: skip
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("dial: share of teacher examples opening with the reference's shortcut")
     ax.set_ylabel("row - OPSD, Avg@12 (points)")
