@@ -55,6 +55,8 @@ train_steps = None
 dial = [0.0, 0.5, 1.0]
 schedules = ["moderate", "aggressive"]
 matched_schedules = ["moderate", "aggressive"]
+zero_controls = ["pw_opsd_mild", "pw_opsd_sharp", "position_global_moderate"]
+own_recipes = True
 measure = True
 
 # %%

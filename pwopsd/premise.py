@@ -61,6 +61,10 @@ def premise_rows(cfg: PositionPremiseConfig) -> list[sections.Row]:
         rows.append(_row(cfg, share, "opsd"))
         rows += [_row(cfg, share, "pw_opsd", s) for s in cfg.schedules]
         rows += [_row(cfg, share, "pw_opsd", s, matched=True) for s in cfg.matched_schedules]
+        if share == 0:
+            for run in cfg.zero_controls:
+                method, schedule = run.rsplit("_", 1)
+                rows.append(_row(cfg, share, method, schedule, matched=True))
         if share == 0 and cfg.own_recipes:
             rows += own_recipe_rows(cfg)
     return rows
@@ -107,7 +111,8 @@ def _row(
     overrides = (*steps, ("matched_step", True)) if matched else steps
     root = str(cfg.results_dir / "runs") if cfg.out_dir else ""
     run = RunSpec(method, cfg.seed, MAIN_FAMILY, schedule, profile, overrides, root)
-    label = METHOD_LABELS[method] + (f" {schedule.capitalize()}" if schedule else "")
+    label = METHOD_LABELS.get(method, "position weight, global mean")
+    label += f" {schedule.capitalize()}" if schedule else ""
     label += " (matched step)" if matched else ""
     key = prefix + run.name + ("_matched" if matched else "")
     return sections.Row(key, label, MAIN_FAMILY, method, run, factors, profile)
@@ -429,16 +434,20 @@ def tuning_sentence(path: Path | None = None) -> str:
             f"method's pick: {picks}. The picks train as the \"own recipe\" rows at share 0.")  # fmt: skip
 
 
-def control_rows(schedules: list[str]) -> list[str]:
+def control_rows(schedules: list[str], extra: tuple[str, ...] = ()) -> list[str]:
     """Keys of the share-0 rows that control the paper-protocol PW-OPSD rows of ``schedules``:
-    OPSD, each schedule plain and with the matched step, and the own-recipe rows."""
+    OPSD, each schedule plain and with the matched step, the matched ``extra`` runs, and the
+    own-recipe rows."""
     keys = ["dial0/opsd"]
     for s in schedules:
         keys += [f"dial0/pw_opsd_{s}", f"dial0/pw_opsd_{s}_matched"]
+    keys += [f"dial0/{run}_matched" for run in extra]
     return keys + [f"dial0/{m}_own" for m in recipe.PER_METHOD]
 
 
-def controls(schedules: list[str], profile: str = "toy") -> tuple[pd.DataFrame, str] | None:
+def controls(
+    schedules: list[str], profile: str = "toy", extra: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, str] | None:
     """For a paper section's page: the matched-step and own-recipe controls of its PW-OPSD rows
     (Avg@12 table and paired verdicts against OPSD), from this section's share-0 rows, which
     are the shipped toy world; None before any seed has run."""
@@ -447,6 +456,6 @@ def controls(schedules: list[str], profile: str = "toy") -> tuple[pd.DataFrame, 
         return None
     table = tables.aggregate(per_seed)
     present = {r["key"] for r in table["rows"]}
-    keys = [k for k in control_rows(schedules) if k in present]
+    keys = [k for k in control_rows(schedules, extra) if k in present]
     pairs = [(k, "dial0/opsd") for k in keys if k != "dial0/opsd"]
     return tables.frame(table, "avg", rows=keys), tables.verdict_list(table, pairs)

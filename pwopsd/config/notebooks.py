@@ -417,6 +417,11 @@ class PositionPremiseConfig(TableSectionConfig):
     """PW-OPSD schedules trained at every setting."""
     matched_schedules: list[str] = field(default_factory=lambda: ["moderate", "aggressive"])
     """Schedules whose matched-step control (``TrainConfig.matched_step``) is trained too."""
+    zero_controls: list[str] = field(
+        default_factory=lambda: ["pw_opsd_mild", "pw_opsd_sharp", "position_global_moderate"]
+    )
+    """At share 0 only, further position runs (run names) trained with the matched step, so
+    every PW-OPSD row of the sweep and the factorial has its control."""
     own_recipes: bool = True
     """At share 0, also train each method of the equal-budget per-method tuning
     (``results/toy/recipe_tuning_per_method.json``) with its own best validation recipe."""
@@ -443,6 +448,9 @@ class PositionPremiseConfig(TableSectionConfig):
         _check_list_choice("schedules", self.schedules, tuple(SCHEDULES))
         if self.matched_schedules:
             _check_list_choice("matched_schedules", self.matched_schedules, tuple(SCHEDULES))
+        runs = tuple(f"{m}_{s}" for m in ("pw_opsd", "position_global") for s in SCHEDULES)
+        if self.zero_controls:
+            _check_list_choice("zero_controls", self.zero_controls, runs)
 
 
 @dataclass
