@@ -137,6 +137,22 @@ def test_restricted_rows_are_shown_with_the_pooled_value_beside_them():
     assert "AUROC 0.70, 95% CI [0.60, 0.80], on candidates on correct spines" in text
 
 
+def test_no_real_uncertain_candidate_on_correct_spines_falls_back_to_the_pooled_reading():
+    """The toy's case: every real-uncertain candidate sits on a wrong spine, so the restricted
+    table has no AUROC; the verdict says so and reads the pooled value instead."""
+    empty = {"auroc": None, "ci_low": None, "ci_high": None, "n_real_uncertain": 0,
+             "n_diversity": 457}  # fmt: skip
+    pos = _row("early-position score 1 - u", "higher = earlier in the spine", 0.38, 0.31, 0.43,
+               correct_spines=dict(empty))  # fmt: skip
+    ent = _row("entropy", "higher = more uncertain", 0.33, 0.22, 0.43, correct_spines=dict(empty))
+    text = figures.verdict({"rows": [pos, ent]}, PUB)
+    assert text.startswith("On correct spines the labels hold 0 real-uncertain and 457 diversity")
+    assert "**pooled over all spines**" in text
+    assert "AUROC 0.38, 95% CI [0.31, 0.43], on candidates of all spines" in text
+    seeds = {1: {"table1": {"rows": [pos, ent]}}}
+    assert "1 of them pooled over all spines" in figures.seeds_verdict(seeds, PUB)
+
+
 def _seed(real: int, spines: int = 192) -> dict:
     counts = {"A": {"spines": spines, "correct": 182, "mean_tokens": 39.8}, "B": {},
               "C": {"candidates": 553}, "F": {"real_uncertain": real}}  # fmt: skip

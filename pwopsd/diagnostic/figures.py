@@ -282,12 +282,22 @@ def verdict(
     local = [shown(r, table) | {"score": r["score"]} for r in table["rows"] if not _is_position(r)]
     local = [r for r in local if r.get("auroc") is not None]
     where = "candidates on correct spines" if restricted(table) else "candidates of all spines"
+    lead = ""
+    if (pos.get("auroc") is None or not local) and restricted(table):
+        lead = (
+            f"On correct spines the labels hold {pos['n_real_uncertain']} real-uncertain and "
+            f"{pos['n_diversity']} diversity candidates: the restricted Table 1 has no AUROC to "
+            "give, so the reading below is **pooled over all spines** (wrong spines included). "
+        )
+        pooled = position_row(table)
+        pos, where = pooled, "candidates of all spines"
+        local = [r for r in table["rows"] if not _is_position(r) and r.get("auroc") is not None]
     if pos.get("auroc") is None or not local:
-        return (
+        return lead + (
             f"Too few labelled {where} of both kinds to compare the scores "
             f"({pos['n_real_uncertain']} real-uncertain, {pos['n_diversity']} diversity)."
         )
-    return " ".join([
+    return lead + " ".join([
         _position_sentence(pos, published["headline"], where),
         _local_sentence(local, published["local_uncertainty_scores_max_auroc"]),
         _finding_sentence(pos, local),
@@ -363,10 +373,15 @@ def seeds_verdict(seeds: dict[int, dict[str, Any]], published: dict[str, Any] | 
     read below 0.5, and in how many it beats every local score."""
     published = published or load_published()
     wins, below, pos_vals = 0, 0, []
+    pooled_seeds = 0
     for files in seeds.values():
         table = oriented(files["table1"])
         pos = shown(position_row(table), table)
         local = [shown(r, table).get("auroc") for r in table["rows"] if not _is_position(r)]
+        if pos.get("auroc") is None and restricted(table):  # no real-uncertain on correct spines
+            pooled_seeds += 1
+            pos = position_row(table)
+            local = [r.get("auroc") for r in table["rows"] if not _is_position(r)]
         local = [a for a in local if a is not None]
         if pos.get("auroc") is not None:
             pos_vals.append(pos["auroc"])
@@ -379,10 +394,14 @@ def seeds_verdict(seeds: dict[int, dict[str, Any]], published: dict[str, Any] | 
     h = published["headline"]
     word = "**reversed** in every seed" if below == len(pos_vals) else (
         f"below 0.5 in {below} of {len(pos_vals)} seed(s)")  # fmt: skip
+    pooled = (
+        f" ({pooled_seeds} of them pooled over all spines: no real-uncertain candidate on a "
+        "correct spine)" if pooled_seeds else ""
+    )  # fmt: skip
     return (
-        f"Over {len(pos_vals)} seed(s) the early-position score's AUROC is {agg['mean']:.2f}"
-        f"{spread}, against the paper's {h['auroc']:.2f} for the same orientation: {word}; it "
-        f"beats every local score in {wins} of {len(pos_vals)} seed(s)."
+        f"Over {len(pos_vals)} seed(s){pooled} the early-position score's AUROC is "
+        f"{agg['mean']:.2f}{spread}, against the paper's {h['auroc']:.2f} for the same "
+        f"orientation: {word}; it beats every local score in {wins} of {len(pos_vals)} seed(s)."
     )
 
 
