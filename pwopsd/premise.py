@@ -232,13 +232,15 @@ def gap_per_seed(per_seed: list[dict[str, Any]], share: float, key: str, ref: st
     return gaps
 
 
-def gap_frame(per_seed: list[dict[str, Any]], keys: dict[str, str]) -> pd.DataFrame:
-    """Per dial setting and compared row: the paired gap to OPSD with its t interval."""
+def gap_frame(
+    per_seed: list[dict[str, Any]], keys: dict[str, str], ref: str = "opsd"
+) -> pd.DataFrame:
+    """Per dial setting and compared row: the paired gap to ``ref`` with its t interval."""
     rows = []
     dial = sorted({float(s) for r in per_seed for s in r.get("dial", [])})
     for share in dial:
         for key, label in keys.items():
-            gaps = gap_per_seed(per_seed, share, key)
+            gaps = gap_per_seed(per_seed, share, key, ref)
             if not gaps:
                 continue
             iv = metrics.paired_interval([gaps[s] for s in sorted(gaps)])
@@ -254,6 +256,18 @@ COMPARED_ROWS = {
     "pw_opsd_aggressive_matched": "PW-OPSD Aggressive (matched step)",
 }
 """Row (key after "dial<share>/") -> label, each compared with OPSD at the same setting."""
+
+
+def gain_table(per_seed: list[dict[str, Any]]) -> pd.DataFrame:
+    """Each trained row's gain over the base model at each dial setting: the paired mean over
+    training seeds with its 95% t interval, as text (dial settings x rows)."""
+    keys = {"opsd": "OPSD", **COMPARED_ROWS}
+    gains = gap_frame(per_seed, keys, ref="base")
+    if gains.empty:
+        return gains
+    gains = gains.assign(**{"gain over base": [_interval_text(r) for _, r in gains.iterrows()]})
+    out = gains.pivot(index="shortcut share", columns="row", values="gain over base")
+    return out[[k for k in keys.values() if k in out.columns]].rename_axis(None, axis=1)
 
 
 def plot_measurements(settings: dict[str, Any]) -> Any:
@@ -325,39 +339,59 @@ def _interval_text(row: pd.Series) -> str:
     )
 
 
-def verdict(gaps: pd.DataFrame, settings: dict[str, Any], label: str = "PW-OPSD Moderate") -> str:
-    """The pre-stated reading, applied to the numbers: does (``label`` - OPSD) rise with the
-    dial and clear 0 at the strongest setting, and did the dial move the teacher's early
-    forward-KL share? Every clause carries its interval."""
+def _moved_clause(settings: dict[str, Any]) -> tuple[str, bool]:
+    """What the dial did to the teacher's signal between its lowest and highest setting, and
+    whether the first third's forward-KL share rose (the pre-stated "moved as intended")."""
+    keys = sorted(settings, key=float)
+    if len(keys) < 2:
+        return "", False
+    sig = [settings[k]["teacher_signal"] for k in (keys[0], keys[-1])]
+    lo, hi = (s["by_third"]["first"]["fkl_share"] for s in sig)
+    r_lo, r_hi = (s["wrong_over_correct_fkl"] for s in sig)
+    text = (f"From share {float(keys[0]):g} to {float(keys[-1]):g}, the teacher's forward-KL "
+            f"share in the first third of the completion went from {lo:.2f} to {hi:.2f} "
+            f"({'up' if hi > lo else 'not up'}), and its forward KL per token on wrong over right "
+            f"rollouts from {r_lo:.2f} to {r_hi:.2f}. ")  # fmt: skip
+    return text, hi > lo
+
+
+def verdict(
+    gaps: pd.DataFrame,
+    settings: dict[str, Any],
+    label: str = "PW-OPSD Moderate",
+    gains: pd.DataFrame | None = None,
+) -> str:
+    """The pre-stated reading, applied to the numbers: did the dial move the teacher's early
+    forward-KL share up, does (``label`` - OPSD) rise with the dial and clear 0 at the
+    strongest setting? ``gains`` (rows minus base, :func:`gap_frame` with ``ref="base"``) adds
+    whether OPSD itself fell below the base model there. Every clause carries its interval."""
     part = gaps[gaps["row"] == label].sort_values("shortcut share")
     if part.empty:
         return f"_No {label} rows yet._"
     first, last = part.iloc[0], part.iloc[-1]
-    moved = ""
-    keys = sorted(settings, key=float)
-    if len(keys) > 1:
-        lo, hi = (settings[k]["teacher_signal"]["by_third"]["first"]["fkl_share"] for k in
-                  (keys[0], keys[-1]))  # fmt: skip
-        direction = "rose" if hi > lo else "did not rise"
-        moved = (f"The dial {direction}: the teacher's forward-KL share in the first third of "
-                 f"the completion went from {lo:.2f} at share {keys[0]} to {hi:.2f} at share "
-                 f"{keys[-1]}. ")  # fmt: skip
-    rises = last["gap"] > first["gap"]
-    wins = last["low"] > 0
-    if wins and rises:
+    moved, early_up = _moved_clause(settings)
+    rises, wins = last["gap"] > first["gap"], last["low"] > 0
+    if wins and rises and early_up:
         outcome = "**supports the premise**: the gap rises with the dial and clears 0"
-    elif not rises or all(part["high"] < 0):
-        outcome = ("**refutes the premise in this world**: the gap does not rise with the "
-                   "dial" if not rises else "**refutes the premise in this world**: "
-                   "PW-OPSD trails OPSD at every setting")  # fmt: skip
+    elif not rises:
+        outcome = "**refutes the premise in this world**: the gap does not rise with the dial"
+    elif all(part["high"] < 0):
+        outcome = "**refutes the premise in this world**: PW-OPSD trails OPSD at every setting"
     else:
-        outcome = ("**does not settle it**: the gap rises with the dial but its interval at "
-                   "the strongest setting includes 0")  # fmt: skip
+        outcome = ("**does not support it**: the gap does not clear 0 at the strongest "
+                   "setting" if not wins else "**does not settle it**: the gap clears 0, but "
+                   "the teacher's early forward-KL share did not rise with the dial")  # fmt: skip
+    fell = ""
+    if gains is not None and not gains.empty:
+        at = gains[(gains["shortcut share"] == last["shortcut share"]) & (gains["row"] == "OPSD")]
+        if not at.empty and at.iloc[0]["high"] < 0:
+            fell = (f" At share {last['shortcut share']:g} OPSD itself falls below the base "
+                    f"model ({_interval_text(at.iloc[0])}), and {label} does not stop the fall.")  # fmt: skip
     return (f"{moved}{label} minus OPSD (Avg@12, mean of four sets, paired by training seed, "
             f"95% t interval): {_interval_text(first)} at share "
             f"{first['shortcut share']:g} and {_interval_text(last)} at share "
             f"{last['shortcut share']:g}. By the reading stated before the runs, this "
-            f"{outcome}.")  # fmt: skip
+            f"{outcome}.{fell}")  # fmt: skip
 
 
 def section_results(profile: str = "toy") -> list[dict[str, Any]]:

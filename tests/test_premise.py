@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 
+import pandas as pd
 import pytest
 
 from pwopsd import premise
@@ -229,10 +230,20 @@ def test_gap_frame_pairs_by_seed_and_the_verdict_follows_the_stated_reading():
     at1 = gaps[gaps["shortcut share"] == 1.0].iloc[0]
     assert at1["gap"] == pytest.approx(4.0) and at1["seeds"] == 3
     assert at1["low"] == pytest.approx(4.0 - 4.302653 * 1.0 / 3**0.5, abs=1e-4)
-    settings = {k: {"teacher_signal": {"by_third": {"first": {"fkl_share": v}}}}
-                for k, v in (("0", 0.2), ("1", 0.6))}  # fmt: skip
+    settings = {k: {"teacher_signal": {"by_third": {"first": {"fkl_share": v}},
+                                       "wrong_over_correct_fkl": r}}
+                for k, v, r in (("0", 0.2, 2.5), ("1", 0.6, 0.9))}  # fmt: skip
     text = premise.verdict(gaps, settings)
-    assert "supports the premise" in text and "0.20" in text and "0.60" in text
+    assert "supports the premise" in text and "0.20 to 0.60 (up)" in text
+    assert "from 2.50 to 0.90" in text
+    # the same gaps without the early share rising do not support the premise
+    flat_signal = {k: {"teacher_signal": {"by_third": {"first": {"fkl_share": 0.5}},
+                                          "wrong_over_correct_fkl": 2.0}} for k in ("0", "1")}  # fmt: skip
+    assert "does not settle it" in premise.verdict(gaps, flat_signal)
+    # OPSD below the base model at the strongest setting is said
+    gains = pd.DataFrame([{"shortcut share": 1.0, "row": "OPSD", "gap": -30.0, "low": -35.0,
+                           "high": -25.0, "seeds": 3}])  # fmt: skip
+    assert "OPSD itself falls below the base model" in premise.verdict(gaps, settings, gains=gains)
     flat = premise.gap_frame([_result(s, {0.0: -3.0 - s, 1.0: -4.0 - s}) for s in (1, 2, 3)],
                              {"pw_opsd_moderate": "PW-OPSD Moderate"})  # fmt: skip
     assert "refutes the premise" in premise.verdict(flat, settings)
