@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from pwopsd.config import get_profile
+from pwopsd.config import SHORTCUT_SHARES, dial_profile_name, get_profile
 from pwopsd.toy import check_checkpoint, task
 from pwopsd.toy import tokenizer as toy_tokenizer
 from pwopsd.toy.__main__ import main
@@ -182,8 +182,18 @@ def test_shipped_checkpoints_were_trained_with_their_family_config() -> None:
     family_config gives today (step-exact, seeded)."""
     for family, path in get_profile("toy").models.items():
         log = json.loads((Path(path) / "pretrain_log.json").read_text())
-        assert log["config"] == asdict(family_config(family)), family
+        expected = asdict(family_config(family))
+        # Trained before the position-premise dial existed: share 0 draws nothing extra from
+        # the stream, so the checkpoint is what family_config gives today.
+        assert expected["mix"].pop("teacher_shortcut_share") == 0.0
+        assert log["config"] == expected, family
         assert log["steps_done"] == log["config"]["steps"], family
+    # The dial's checkpoints: qwen3's config with only the shortcut share changed.
+    for share in SHORTCUT_SHARES:
+        path = Path(get_profile(dial_profile_name(share)).models["qwen3"])
+        log = json.loads((path / "pretrain_log.json").read_text())
+        assert log["config"] == asdict(family_config("qwen3", teacher_shortcut_share=share))
+        assert log["steps_done"] == log["config"]["steps"]
 
 
 def test_cli_refuses_a_bad_setting_before_training(tmp_path, capsys) -> None:
