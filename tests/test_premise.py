@@ -177,7 +177,9 @@ def test_config_refuses_a_dial_setting_without_a_checkpoint_and_other_profiles()
 def test_rows_per_setting_are_unique_and_use_that_settings_checkpoint():
     rows = premise.premise_rows(PositionPremiseConfig())
     keys = [r.key for r in rows]
-    assert len(keys) == len(set(keys)) == 3 * 6 + 3  # + the share-0 controls of the sweep
+    own = premise.own_recipe_rows(PositionPremiseConfig())  # present once the tuning is
+    # + the share-0 controls of the sweep and the factorial, + the own-recipe rows
+    assert len(keys) == len(set(keys)) == 3 * 6 + 3 + len(own)
     zero = {k for k in keys if k.startswith("dial0/") and k.endswith("_matched")}
     assert "dial0/position_global_moderate_matched" in zero and "dial0/pw_opsd_mild_matched" in zero
     for r in rows:
