@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pwopsd.config import ConfigError
-from pwopsd.provenance import write_json
+from pwopsd.provenance import repo_relative, write_json
 
 
 class CorruptFileError(ValueError):
@@ -92,7 +92,8 @@ def check_settings(path: Path, settings: dict[str, Any], what: str, fix: str) ->
     ``what`` names what the directory holds ("samples", "a training run"); ``fix`` says what
     to do instead. The error lists every differing key with the files' and today's values.
     """
-    settings = json.loads(json.dumps(settings))  # compare as JSON: tuples read back as lists
+    # Compare as written: tuples read back as lists, paths in the repository as relative paths.
+    settings = repo_relative(json.loads(json.dumps(settings)))
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, settings)

@@ -119,10 +119,30 @@ def provenance(
     }
 
 
+def repo_relative(payload: Any, root: Path = REPO_ROOT) -> Any:
+    """``payload`` with every path inside the repository written relative to its root, so a
+    results file reads the same on every machine (``/home/me/pwopsd/checkpoints/toy-qwen3`` is
+    stored as ``checkpoints/toy-qwen3``); paths outside the repository stay as they are."""
+    if isinstance(payload, dict):
+        return {k: repo_relative(v, root) for k, v in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [repo_relative(v, root) for v in payload]
+    if isinstance(payload, Path):
+        payload = str(payload)
+    if isinstance(payload, str) and payload.startswith("/"):
+        prefix = str(Path(root).resolve()).rstrip("/") + "/"
+        text = str(Path(payload).resolve()) if os.path.exists(payload) else payload
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return payload
+
+
 def write_json(path: str | Path, payload: Any) -> Path:
-    """Write JSON atomically (temp file + rename): a crash never leaves a half file."""
+    """Write JSON atomically (temp file + rename): a crash never leaves a half file. Paths
+    inside the repository are stored relative to its root (:func:`repo_relative`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = repo_relative(payload)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
         json.dump(payload, f, indent=2, sort_keys=False, default=str)
         f.write("\n")
