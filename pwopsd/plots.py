@@ -144,7 +144,13 @@ def provenance_frame() -> pd.DataFrame:
                 "file": str(path.relative_to(REPO_ROOT)),
                 "profile": prov.get("profile") or "",
                 "seed": "" if prov.get("seed") is None else str(prov["seed"]),
-                "commit": str(prov.get("git_commit"))[:12],
+                # The short commit, and the dirty flag a bare [:12] would cut off.
+                "commit": str(prov.get("git_commit")).removesuffix("-dirty")[:12]
+                + (
+                    " (uncommitted changes)"
+                    if str(prov.get("git_commit")).endswith("-dirty")
+                    else ""
+                ),
                 "hardware": f"{hw.get('cpu_count')} CPUs, {hw.get('memory_gib')} GiB"
                 + (f", {hw['gpu']}" if hw.get("gpu") else ""),
                 "wall time (s)": None if wall is None else round(wall, 1),
@@ -317,8 +323,11 @@ def plot_factorial(table: dict[str, Any], metric: str = "avg") -> plt.Figure:
 
 
 def training_frame(table: dict[str, Any]) -> pd.DataFrame:
-    """One row per trained run and seed: steps, train time, last loss, clip fractions, tok/s."""
+    """One row per trained run and seed: steps, train time, last loss, clip fractions, tok/s.
+    Indexed by model, method and seed when the table mixes models, else by method and seed.
+    Missing values show "-"."""
     labels = {r["key"]: r["label"] for r in table["rows"]}
+    models = {r["key"]: r.get("model") for r in table["rows"]}
     rows = []
     for seed, rs in table.get("runs", {}).items():
         for key, run in rs.items():
@@ -327,6 +336,7 @@ def training_frame(table: dict[str, Any]) -> pd.DataFrame:
             clip = last.get("clip_frac_tokens")
             rows.append(
                 {
+                    "model": models.get(key) or key.split("/")[0],
                     "method": labels.get(key, key),
                     "seed": seed,
                     "steps": last.get("step"),
@@ -340,21 +350,46 @@ def training_frame(table: dict[str, Any]) -> pd.DataFrame:
                     ),
                 }
             )  # fmt: skip
-    return pd.DataFrame(rows).set_index(["method", "seed"]) if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).astype(object)
+    frame = frame.where(frame.notna(), "-")
+    index = ["model", "method", "seed"] if frame["model"].nunique() > 1 else ["method", "seed"]
+    return frame.drop(columns=[] if "model" in index else ["model"]).set_index(index)
 
 
 # ------------------------------------------------------------------ toy world
 
 
+CHECK_LABELS = {
+    "student_avg_in_band": "student Avg@n in band",
+    "student_pass_above_avg": "student Pass@n above Avg@n",
+    "teacher_at_least_15_above_student": "solution teacher ≥ 15 points above student",
+    "answer_only_at_least_10_above_student": "answer-only teacher ≥ 10 points above student",
+    "answer_only_length_within_30pct": "answer-only length within 30% of student's",
+    "teacher_signal_measured": "teacher signal measured",
+    "format_share_below_0.1": "format share < 0.1",
+    "first_wrong_teacher_wins_at_least_0.8": "first wrong step: teacher wins ≥ 0.8",
+    "wrong_over_correct_fkl_at_least_2": "wrong / right FKL ≥ 2",
+}
+"""How the toy-world page names each calibration band check (the files' keys are snake_case)."""
+
+
+def check_label(name: str) -> str:
+    """A band check's name in words (:data:`CHECK_LABELS`; else underscores as spaces)."""
+    return CHECK_LABELS.get(name, name.replace("_", " "))
+
+
 def calibration_checks_frame(cal: dict[str, Any]) -> pd.DataFrame:
-    """Family x band check (True = met) plus the vLLM-vs-HF logprob gap."""
-    rows = []
+    """Band check (rows, in words) x family ("yes" = met) plus the vLLM-vs-HF logprob gap;
+    checks a family did not record show "-". Checks as rows keep the table narrow."""
+    rows = {}
     for family, entry in cal.items():
-        row = {"family": family, **entry.get("checks", {})}
+        row = {check_label(k): "yes" if v else "no" for k, v in entry.get("checks", {}).items()}
         if "logprob_max_abs_diff" in entry:
             row["vLLM vs HF max |logprob diff|"] = f"{entry['logprob_max_abs_diff']:.1e}"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("family")
+        rows[family] = row
+    return pd.DataFrame(rows).fillna("-").rename_axis("check")
 
 
 def plot_calibration(cal: dict[str, Any]) -> plt.Figure:

@@ -113,6 +113,8 @@ def provenance(
         "git_commit": git_commit(),
         "packages": package_versions(),
         "hardware": hardware(),
+        # 1-, 5- and 15-minute load averages as the file is written: was the machine idle?
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": wall_seconds,
         "written_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **extra,
@@ -172,3 +174,40 @@ def model_fingerprint(model: str, hash_below: int = 64 * 2**20) -> str:
         else:
             digest.update(str(stat.st_mtime_ns).encode())
     return digest.hexdigest()
+
+
+def _strings(payload: Any) -> list[str]:
+    if isinstance(payload, dict):
+        return [s for v in payload.values() for s in _strings(v)]
+    if isinstance(payload, list):
+        return [s for v in payload for s in _strings(v)]
+    return [payload] if isinstance(payload, str) else []
+
+
+def _commits(payload: Any) -> list[str]:
+    """Every ``git_commit`` recorded anywhere in a results file (provenance blocks nest)."""
+    if isinstance(payload, dict):
+        found = [payload["git_commit"]] if isinstance(payload.get("git_commit"), str) else []
+        return found + [c for v in payload.values() for c in _commits(v)]
+    if isinstance(payload, list):
+        return [c for v in payload for c in _commits(v)]
+    return []
+
+
+def audit_results(paths: list[Path]) -> dict[str, list[str]]:
+    """What a committed results file must not hold: ``{"absolute paths": [...], "dirty
+    commits": [...], "commits": [...]}``, each entry ``"<file>: <value>"`` (the distinct
+    commits recorded, for a check that every file comes from one commit)."""
+    found: dict[str, list[str]] = {"absolute paths": [], "dirty commits": [], "commits": []}
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        name = str(Path(path).resolve().relative_to(REPO_ROOT.resolve()))
+        for text in _strings(payload):
+            # A machine's path: "/" then a folder name, then more path ("/ not a path" is text).
+            if text.startswith("/") and "/" in text[1:] and " " not in text.split("/")[1]:
+                found["absolute paths"].append(f"{name}: {text}")
+        for commit in sorted(set(_commits(payload))):
+            found["commits"].append(f"{name}: {commit}")
+            if commit.endswith("-dirty"):
+                found["dirty commits"].append(f"{name}: {commit}")
+    return found

@@ -156,3 +156,14 @@ BENCHMARK_LABELS = {
 PAPER_COLUMN = {**{b: BENCHMARK_LABELS[b] for b in PAPER_BENCHMARKS},
                 **{f"toy_{b}": BENCHMARK_LABELS[b] for b in PAPER_BENCHMARKS}}  # fmt: skip
 """Benchmark name (toy or paper) -> the paper's column it stands for ("AIME 2024")."""
+
+SECTION_TITLES = {
+    "diagnostic": "Diagnostic",
+    "main_table": "Main table",
+    "schedule_sweep": "Schedule sweep",
+    "cross_model": "Cross-model",
+    "reduction_factorial": "Reduction factorial",
+    "position_premise": "Position premise",
+    "beyond": "Beyond the paper",
+}
+"""How tables name each notebook (section)."""

@@ -102,8 +102,9 @@ def test_a_late_row_above_half_is_a_reversal_of_the_paper():
     frame = figures.table1_frame(table, PUB)
     early = frame.loc["early-position score 1 - u"]
     assert early["AUROC [95% CI], all spines (pooled)"] == "0.38 [0.31, 0.43]"
-    assert early["published AUROC (Qwen3-4B)"].startswith("0.91 [0.71, 0.97]")
-    assert early["reads"] == "below 0.5: ranks the other way (mirrored 0.62)"
+    assert early["paper (Qwen3-4B)"] == "0.91 [0.71, 0.97]"
+    assert early["mirrored (if below 0.5)"] == "0.62"
+    assert frame.loc["entropy", "paper (Qwen3-4B)"].startswith("≤ 0.61")
     assert early["real-uncertain / labelled"] == "19 / 485"
     assert "predate the correct-spine restriction" in figures.which_spines(table, counts)
     assert "182 of 192 spines correct" in figures.which_spines(table, counts)

@@ -281,7 +281,27 @@ def test_notebook_runs_one_row_per_file_and_totals_per_seed(tmp_path):
     assert totals.loc[2, "total wall time (min)"] == pytest.approx(900 / 60, abs=0.05)
     assert totals.loc[1, "notebooks with results"] == f"3 of {len(perf.SECTIONS)}"
     assert totals.loc[2, "not yet run"] == ", ".join(s for s in perf.SECTIONS if s != "main_table")
-    assert "wall_seconds" not in perf.notebook_runs_table(runs).columns
+    shown = perf.notebook_runs_table(runs)
+    assert "wall_seconds" not in shown.columns
+    # One machine: named once in a sentence, not repeated in every row; sections by title.
+    assert "machine" not in shown.columns
+    assert perf.machines_sentence(runs) == "Every run used one machine: 2 CPUs, 8.0 GiB RAM."
+    assert (2, "Main table") in shown.index
+    assert set(shown["load (15-min mean at end)"]) == {"-"}  # these files predate the load
+
+
+def test_runs_on_two_machines_keep_the_machine_column(tmp_path):
+    toy = tmp_path / "toy"
+    _write(toy / "main_table" / "main_table.seed1.json", 1, 600.0)
+    _write(toy / "main_table" / "main_table.seed2.json", 2, 600.0)
+    doc = json.loads((toy / "main_table" / "main_table.seed2.json").read_text())
+    doc["provenance"] |= {"hardware": {"cpu_count": 16}, "load_average": [0.5, 0.4, 0.3]}
+    (toy / "main_table" / "main_table.seed2.json").write_text(json.dumps(doc))
+    runs = perf.notebook_runs(toy)
+    assert perf.machines_sentence(runs) == ""
+    shown = perf.notebook_runs_table(runs)
+    assert list(shown["machine"]) == ["2 CPUs, 8.0 GiB RAM", "16 CPUs"]
+    assert list(shown["load (15-min mean at end)"]) == ["-", 0.3]
 
 
 def test_notebook_runs_prefers_a_seeded_diagnostic_file(tmp_path):

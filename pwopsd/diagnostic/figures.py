@@ -102,15 +102,6 @@ def position_row(table: dict[str, Any]) -> dict[str, Any]:
     return early_oriented(next(r for r in table["rows"] if _is_position(r)))
 
 
-def reading(auroc: float | None) -> str:
-    """How an AUROC reads: below 0.5 the score ranks the other way (with the mirrored value)."""
-    if auroc is None:
-        return "n/a"
-    if auroc < 0.5:
-        return f"below 0.5: ranks the other way (mirrored {1 - auroc:.2f})"
-    return "above 0.5" if auroc > 0.5 else "chance"
-
-
 def which_spines(table: dict[str, Any], counts: dict[str, Any] | None = None) -> str:
     """One sentence: which candidates Table 1 holds (correct spines, or every spine pooled)."""
     a = (counts or {}).get("A", {})
@@ -151,11 +142,10 @@ def orientation_note(table: dict[str, Any]) -> str:
 def _published_cell(row: dict[str, Any], published: dict[str, Any] | None) -> str:
     if published is None:
         return "not published"
-    if _is_position(row):
+    if _is_position(row):  # the paper's orientation, as the row is shown (early)
         h = published["headline"]
-        words = h.get("orientation_words", h.get("orientation", ""))
-        return f"{h['auroc']:.2f} [{h['ci95'][0]:.2f}, {h['ci95'][1]:.2f}] ({words})"
-    return f"<= {published['local_uncertainty_scores_max_auroc']:.2f} (max over local scores)"
+        return f"{h['auroc']:.2f} [{h['ci95'][0]:.2f}, {h['ci95'][1]:.2f}]"
+    return f"≤ {published['local_uncertainty_scores_max_auroc']:.2f} (every local score)"
 
 
 def _auroc_ci(s: dict[str, Any]) -> str:
@@ -166,25 +156,30 @@ def _auroc_ci(s: dict[str, Any]) -> str:
 
 def table1_frame(table: dict[str, Any], published: dict[str, Any] | None = None) -> pd.DataFrame:
     """Table 1 as a DataFrame, position row early-oriented: AUROC [CI] (correct spines when
-    stored, with the pooled value beside it), how it reads, AUPRC, counts, the paper's value."""
+    stored, with the pooled value beside it), the mirrored value of an AUROC below 0.5 (the
+    score ranks the other way), AUPRC with its chance level, counts, the paper's value. Cells
+    are short so the table fits a page; the prose above it says how each reads."""
     table = oriented(table)
     which = "correct spines" if restricted(table) else "all spines (pooled)"
     rows = []
     for r in table["rows"]:
         s = shown(r, table)
-        auprc = "n/a (mirrored)" if r.get("mirrored_from_late") else _fmt(s.get("auprc"))
+        auprc = "n/a" if r.get("mirrored_from_late") else _fmt(s.get("auprc"))
+        auroc = s.get("auroc")
         line = {"score": r["score"], "orientation": r.get("orientation", ""),
                 f"AUROC [95% CI], {which}": _auroc_ci(s)}  # fmt: skip
         if restricted(table):
             line["AUROC [95% CI], all spines (pooled)"] = _auroc_ci(r)
         line |= {
-            "reads": reading(s.get("auroc")),
+            "mirrored (if below 0.5)": _fmt(1 - auroc)
+            if auroc is not None and auroc < 0.5
+            else "-",
             "AUROC, not residualised": _fmt(s.get("auroc_unresidualised")),
-            "AUPRC": f"{auprc}; chance {_fmt(s.get('auprc_chance'))}",
+            "AUPRC (chance)": f"{auprc} ({_fmt(s.get('auprc_chance'))})",
             "real-uncertain / labelled": (
                 f"{s['n_real_uncertain']} / {s['n_real_uncertain'] + s['n_diversity']}"
             ),
-            "published AUROC (Qwen3-4B)": _published_cell(r, published),
+            "paper (Qwen3-4B)": _published_cell(r, published),
         }
         rows.append(line)
     return pd.DataFrame(rows).set_index("score")

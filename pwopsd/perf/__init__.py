@@ -73,6 +73,7 @@ from pwopsd.perf.startup_report import startup_table
 from pwopsd.perf.walltimes import (
     SECTIONS,
     TABLE_SECTIONS,
+    machines_sentence,
     notebook_result_files,
     notebook_runs,
     notebook_runs_table,
@@ -112,6 +113,7 @@ __all__ = [
     "loss_table",
     "loss_targets_table",
     "machine_text",
+    "machines_sentence",
     "memory_above_inputs",
     "new_rows",
     "notebook_result_files",

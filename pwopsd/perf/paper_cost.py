@@ -22,6 +22,7 @@ from pwopsd.vocab import (
     MAIN_FAMILY,
     PAPER_BENCHMARKS,
     PAPER_MODEL_LABELS,
+    SECTION_TITLES,
 )
 
 PROTOCOL_PAPER: dict[str, Any] = {
@@ -296,6 +297,8 @@ def format_cost(frame: pd.DataFrame) -> pd.DataFrame:
     """A cost table for the page: GPU-hours to one decimal, other numbers as whole numbers
     with thousands separators."""
     out = frame.copy()
+    if "section" in out.columns:
+        out["section"] = [SECTION_TITLES.get(s, s) for s in out["section"]]
     for col in out.columns:
         if pd.api.types.is_numeric_dtype(out[col]):
             fmt = "{:,.1f}" if "GPU-hours" in col else "{:,.0f}"

@@ -15,6 +15,7 @@ import pandas as pd
 from pwopsd.config import NOTEBOOK_CONFIGS, RESULTS_DIR, TableSectionConfig
 from pwopsd.perf.runinfo import commit_text, date_text, machine_text
 from pwopsd.plots import load_json
+from pwopsd.vocab import SECTION_TITLES
 
 SECTIONS = tuple(NOTEBOOK_CONFIGS)
 """Every notebook (the paper's five and the two beyond it), in the order ``make results``
@@ -63,6 +64,7 @@ def notebook_runs(results_dir: Path = RESULTS_DIR / "toy") -> pd.DataFrame:
             "machine": machine_text(prov.get("hardware") or {}),
             "wall time (min)": round((prov.get("wall_seconds") or 0) / 60, 1),
             "commit": commit_text(prov.get("git_commit")).replace("`", ""),
+            "load (15-min mean at end)": (prov.get("load_average") or [None] * 3)[2] or "-",
             "finished": date_text(prov.get("written_at")),
             "wall_seconds": prov.get("wall_seconds") or 0.0,
             "from_name": path.name != "diagnostic.json",
@@ -74,10 +76,24 @@ def notebook_runs(results_dir: Path = RESULTS_DIR / "toy") -> pd.DataFrame:
 
 
 def notebook_runs_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """:func:`notebook_runs` for the page: indexed by seed and section, no raw seconds."""
+    """:func:`notebook_runs` for the page: indexed by seed and section (by title), no raw
+    seconds, and no machine column when every run had the same machine
+    (:func:`machines_sentence` names it once)."""
     if runs.empty:
         return runs
-    return runs.drop(columns="wall_seconds").set_index(["seed", "section"])
+    out = runs.drop(columns="wall_seconds").assign(
+        section=[SECTION_TITLES.get(s, s) for s in runs["section"]]
+    )
+    if out["machine"].nunique() == 1:
+        out = out.drop(columns="machine")
+    return out.set_index(["seed", "section"])
+
+
+def machines_sentence(runs: pd.DataFrame) -> str:
+    """The machine the runs used, said once ("" when none or when they differ: the table then
+    has a machine column)."""
+    machines = sorted(set(runs["machine"])) if not runs.empty else []
+    return f"Every run used one machine: {machines[0]}." if len(machines) == 1 else ""
 
 
 def wall_time_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
