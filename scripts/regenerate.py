@@ -1,0 +1,146 @@
+"""Regenerate every toy result and benchmark from one clean commit, on an otherwise idle machine.
+
+    .venv/bin/python scripts/regenerate.py [--seeds 1 2 3] [--only STEP ...] [--dry-run]
+
+Runs, in order: the benchmarks (loss, grading, rollout, engine start-up), the toy calibration
+and teacher signal, the recipe tunings, then every section's notebook for each seed (all
+sections of seed 1 first, so a seed's training runs are shared between its sections).
+
+The tree must be clean (``results/`` aside): every file then records the same clean commit,
+which ``tests/test_results_provenance.py`` checks. A step whose output already records this
+commit is skipped, so the script resumes where it stopped, also on another machine or day,
+as long as HEAD is the same commit. Each step's output, wall time and the 1-minute load average
+before it are printed; the files themselves record their load (``provenance.load_average``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SECTIONS = (
+    "diagnostic",
+    "main_table",
+    "schedule_sweep",
+    "cross_model",
+    "reduction_factorial",
+    "position_premise",
+    "beyond",
+)
+PER_METHOD = ("opsd", "pw_opsd_moderate", "pw_opsd_aggressive")
+
+
+def head() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def dirty() -> str:
+    """Uncommitted changes outside results/ (what would make the files record "-dirty")."""
+    return subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def commits_in(path: Path) -> set[str]:
+    """Every git_commit a results file records (empty when it does not exist)."""
+    if not path.exists():
+        return set()
+    found: set[str] = set()
+
+    def walk(x: object) -> None:
+        if isinstance(x, dict):
+            if isinstance(x.get("git_commit"), str):
+                found.add(x["git_commit"])
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(json.loads(path.read_text()))
+    return found
+
+
+def steps(seeds: list[int]) -> list[tuple[str, list[str], Path]]:
+    """(name, command, the file that proves it done) in the order they run."""
+    bench, toy = ROOT / "results" / "bench", ROOT / "results" / "toy"
+    out = [
+        ("bench-loss", [PY, "-m", "pwopsd.bench", "loss"], bench / "loss.json"),
+        ("bench-grading", [PY, "-m", "pwopsd.bench", "grading"], bench / "grading.json"),
+        ("bench-rollout", [PY, "-m", "pwopsd.bench", "rollout"], bench / "rollout.json"),
+        (
+            "bench-startup",
+            [PY, "-m", "pwopsd.bench", "engine", "--compare-startup"],
+            bench / "engine_startup.json",
+        ),
+        ("calibrate", [PY, "-m", "pwopsd.toy", "calibrate"], toy / "calibration.json"),
+        ("teacher-signal", [PY, "-m", "pwopsd.toy", "teacher-signal"], toy / "calibration.json"),
+        ("recipe", [PY, "-m", "pwopsd.toy", "recipe"], toy / "recipe_tuning.json"),
+        (
+            "recipe-per-method",
+            [
+                PY,
+                "-m",
+                "pwopsd.toy",
+                "recipe",
+                "--methods",
+                *PER_METHOD,
+                "--out",
+                "results/toy/recipe_tuning_per_method.json",
+            ],  # fmt: skip
+            toy / "recipe_tuning_per_method.json",
+        ),
+    ]
+    for seed in seeds:
+        for section in SECTIONS:
+            cmd = ["make", section, f"SEED={seed}", "PROFILE=toy"]
+            out.append(
+                (f"{section} seed {seed}", cmd, toy / section / f"{section}.seed{seed}.json")
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--only", nargs="+", help="run only the steps whose name starts with these")
+    ap.add_argument("--dry-run", action="store_true", help="list the steps and which are done")
+    args = ap.parse_args(argv)
+    if (changes := dirty()) and not args.dry_run:
+        print(f"refusing: uncommitted changes outside results/:\n{changes}", file=sys.stderr)
+        return 2
+    commit = head()
+    todo = steps(args.seeds)
+    if args.only:
+        todo = [s for s in todo if any(s[0].startswith(o) for o in args.only)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    for i, (name, cmd, proof) in enumerate(todo, 1):
+        # teacher-signal writes into calibration.json after calibrate: done only when both did.
+        done = commits_in(proof) == {commit} and not (
+            name == "calibrate" and "teacher_signal" not in proof.read_text()
+        )
+        state = "done" if done else "to run"
+        print(f"[{i}/{len(todo)}] {name}: {state} ({proof.relative_to(ROOT)})", flush=True)
+        if done or args.dry_run:
+            continue
+        start, load = time.time(), os.getloadavg()[0]
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+        print(f"    {name}: {time.time() - start:.0f} s, load before {load:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
