@@ -355,6 +355,21 @@ def _moved_clause(settings: dict[str, Any]) -> tuple[str, bool]:
     return text, hi > lo
 
 
+def reading(part: pd.DataFrame, settings: dict[str, Any]) -> str:
+    """The pre-stated reading of one row's gaps to OPSD (``part``, sorted by dial setting)."""
+    early_up = _moved_clause(settings)[1]
+    rises, wins = part.iloc[-1]["gap"] > part.iloc[0]["gap"], part.iloc[-1]["low"] > 0
+    if wins and rises and early_up:
+        return "**supports the premise**: the gap rises with the dial and clears 0"
+    if not rises or all(part["high"] < 0):
+        return "**refutes the premise in this world**: " + (
+            "PW-OPSD trails OPSD at every setting" if rises else "the gap does not rise with the dial")  # fmt: skip
+    if not wins:
+        return "**does not support it**: the gap does not clear 0 at the strongest setting"
+    return ("**does not settle it**: the gap clears 0, but the teacher's early forward-KL share "
+            "did not rise with the dial")  # fmt: skip
+
+
 def verdict(
     gaps: pd.DataFrame,
     settings: dict[str, Any],
@@ -369,18 +384,8 @@ def verdict(
     if part.empty:
         return f"_No {label} rows yet._"
     first, last = part.iloc[0], part.iloc[-1]
-    moved, early_up = _moved_clause(settings)
-    rises, wins = last["gap"] > first["gap"], last["low"] > 0
-    if wins and rises and early_up:
-        outcome = "**supports the premise**: the gap rises with the dial and clears 0"
-    elif not rises:
-        outcome = "**refutes the premise in this world**: the gap does not rise with the dial"
-    elif all(part["high"] < 0):
-        outcome = "**refutes the premise in this world**: PW-OPSD trails OPSD at every setting"
-    else:
-        outcome = ("**does not support it**: the gap does not clear 0 at the strongest "
-                   "setting" if not wins else "**does not settle it**: the gap clears 0, but "
-                   "the teacher's early forward-KL share did not rise with the dial")  # fmt: skip
+    moved = _moved_clause(settings)[0]
+    outcome = reading(part, settings)
     fell = ""
     if gains is not None and not gains.empty:
         at = gains[(gains["shortcut share"] == last["shortcut share"]) & (gains["row"] == "OPSD")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def test_book_builds_without_warnings(tmp_path):
         "toy_world",
         "performance",
         "reproduce",
+        "glossary",
     ):
         assert (html / f"{page}.html").exists(), page
     # Formulas load the bundled MathJax, never a CDN (they render offline).
@@ -63,6 +65,45 @@ def test_book_builds_without_warnings(tmp_path):
     assert "By the reading stated before the runs" in text
     for page in ("main_table", "schedule_sweep", "reduction_factorial"):
         assert "(matched step)" in (html / f"{page}.html").read_text(), f"{page}: no control rows"
+    _check_findings(html)
+
+
+FINDING_STARTS = {
+    "diagnostic": "The early-position score",
+    "main_table": "Each method minus OPSD",
+    "schedule_sweep": "By mean Avg",
+    "cross_model": "PW-OPSD Moderate minus OPSD",
+    "reduction_factorial": "The position weight moves",
+    "position_premise": "PW-OPSD Moderate minus OPSD is",
+}
+"""How each results page's generated opening finding begins (beyond's may still be "No
+results yet" while its runs train)."""
+
+
+def _check_findings(html: Path) -> None:
+    """The intro opens with the findings summary (a table with verdicts and the difference
+    figure) above the method; each results page opens with its finding and shows or links the
+    threats to validity; the glossary defines its terms."""
+    intro = (html / "intro.html").read_text()
+    summary = intro[intro.index('id="findings-first"') : intro.index('id="the-method"')]
+    assert "<table" in summary and "<img" in summary, "intro: no summary table or no figure"
+    assert "Claim (paper)" in summary and "Toy scale" in summary
+    assert "<strong>agree</strong>" in summary and "<strong>disagree</strong>" in summary
+    assert 'href="main_table.html"' in summary, "intro: the summary's page links do not resolve"
+    assert "fig-intro-differences" in summary and "percentage points" in summary
+    assert "nan" not in re.sub(r"<[^>]+>", " ", summary).lower().split()
+    assert "4× H100" in intro and "has not been run" in intro
+    for page in (*FINDING_STARTS, "beyond"):
+        text = (html / f"{page}.html").read_text()
+        body = text[text.index("<article") :]
+        start = FINDING_STARTS.get(page, "No results yet" if "No results yet" in body else "Of ")
+        assert f"<strong>{start}" in body[:4000], f"{page}: no opening finding under the title"
+        assert 'href="toy_world.html#threats-to-validity"' in text, f"{page}: no threats link"
+    threats = (html / "toy_world.html").read_text()
+    assert 'id="threats-to-validity"' in threats and "training seeds.</strong>" in threats
+    glossary = (html / "glossary.html").read_text()
+    for term in ("w(u)", "w_min", "Clipped forward KL", "Branch viability", "AUROC", "Reduction"):
+        assert term in glossary, f"glossary: no {term}"
 
 
 PUBLISHED_ON_PAGE = {
