@@ -67,7 +67,7 @@ cfg = PositionPremiseConfig.from_namespace(globals())
 cfg
 
 # %%
-from pwopsd import premise
+from pwopsd import premise, premise_report
 
 result = premise.run_position_premise(cfg)
 
@@ -75,7 +75,7 @@ result = premise.run_position_premise(cfg)
 # What the dial moved (measured once per setting, measurement seed 1):
 
 # %%
-premise.measurement_frame(result["measurements"]) if result["measurements"] else None
+premise_report.measurement_frame(result["measurements"]) if result["measurements"] else None
 
 # %% [markdown]
 # Avg@12 (%), mean ± sd over this run's evaluation seeds:
@@ -89,4 +89,4 @@ sections.show_table(result)
 # Each row minus OPSD at the same setting (this seed only; the book pools the seeds):
 
 # %%
-premise.gap_frame([result], premise.COMPARED_ROWS)
+premise_report.gap_frame([result], premise_report.COMPARED_ROWS)

@@ -70,14 +70,12 @@ def _row(
     if method == "base":
         return sections.Row(f"{MAIN_FAMILY}/base", "Base", MAIN_FAMILY, "base", None,
                             {"variant": "reference"})  # fmt: skip
-    overrides: list[tuple[str, Any]] = []
-    if cfg.train_steps is not None:
-        overrides.append(("max_steps", cfg.train_steps))
+    steps, root = sections.run_spec_args(cfg)
+    overrides: list[tuple[str, Any]] = list(steps)
     if teacher != "base":
         overrides.append(("teacher", teacher))
         if teacher == "ema" and cfg.teacher_ema_decay != TrainConfig.teacher_ema_decay:
             overrides.append(("teacher_ema_decay", cfg.teacher_ema_decay))
-    root = str(cfg.results_dir / "runs") if cfg.out_dir else ""
     run = RunSpec(method, cfg.seed, MAIN_FAMILY, schedule, cfg.profile, tuple(overrides), root)
     if not label:
         label = METHOD_LABELS[method]

@@ -17,7 +17,7 @@ from typing import Any
 
 from scipy.special import stdtrit
 
-from pwopsd import beyond, premise, tables
+from pwopsd import beyond, premise_report, tables
 from pwopsd.config import get_profile
 from pwopsd.diagnostic import figures
 from pwopsd.findings import (
@@ -130,9 +130,9 @@ def diagnostic_finding() -> str:
 
 def premise_finding() -> str:
     """PW-OPSD Moderate minus OPSD at the weakest and strongest dial setting, and the reading
-    stated before the runs (:func:`pwopsd.premise.reading`)."""
-    per_seed = premise.section_results("toy")
-    gaps = premise.gap_frame(per_seed, premise.COMPARED_ROWS) if per_seed else None
+    stated before the runs (:func:`pwopsd.premise_report.reading`)."""
+    per_seed = premise_report.section_results("toy")
+    gaps = premise_report.gap_frame(per_seed, premise_report.COMPARED_ROWS) if per_seed else None
     if gaps is None or gaps.empty:
         return NO_RESULTS
     part = gaps[gaps["row"] == "PW-OPSD Moderate"].sort_values("shortcut share")
@@ -142,7 +142,7 @@ def premise_finding() -> str:
         f" at shortcut share {r['shortcut share']:g}"
         for r in ends
     ]
-    outcome = premise.reading(part, premise.latest_measurements(per_seed))
+    outcome = premise_report.reading(part, premise_report.latest_measurements(per_seed))
     outcome = outcome.replace(" it**", " the premise**").replace("**", "")
     return (
         f"PW-OPSD Moderate minus OPSD is {shown[0]} and {shown[1]} (Avg@12 points, 95% t "
@@ -222,7 +222,7 @@ def _recipe_threat() -> str:
         return text
     best = recipe.best_recipes(json.loads(recipe.PER_METHOD_PATH.read_text()))
     picks = "; ".join(f"{label[m]}: {_changes(b['overrides'])}" for m, b in best.items())
-    per_seed = premise.section_results("toy")
+    per_seed = premise_report.section_results("toy")
     study = tables.aggregate(per_seed) if per_seed else None
     own = "; ".join(
         f"{label[m]} {interval_text(paired(study, f'dial0/{m}_own', 'dial0/opsd_own'))}"

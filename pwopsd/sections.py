@@ -105,8 +105,7 @@ def schedule_label(schedule: Any) -> str:
 
 def section_rows(cfg: TableSectionConfig) -> list[Row]:
     """The rows a section's table needs, in display order (each run validated)."""
-    overrides = _overrides(cfg)
-    root = str(cfg.results_dir / "runs") if cfg.out_dir else ""
+    overrides, root = run_spec_args(cfg)
 
     def row(family: str, method: str, schedule: Any = None, label: str = "", **factors) -> Row:
         if method == "base":
@@ -162,9 +161,13 @@ def _schedule_key(schedule: Any) -> str:
     return "custom w{:g} c{:g} s{:g}".format(*schedule)
 
 
-def _overrides(cfg: TableSectionConfig) -> tuple[tuple[str, Any], ...]:
-    """A quick look's step cap (``RunSpec.train_config`` lowers eval_step and save_every)."""
-    return () if cfg.train_steps is None else (("max_steps", cfg.train_steps),)
+def run_spec_args(cfg: TableSectionConfig) -> tuple[tuple[tuple[str, Any], ...], str]:
+    """What a section sets on every run it trains, as ``RunSpec``'s (overrides, root): a quick
+    look's step cap (``RunSpec.train_config`` lowers eval_step and save_every), and the runs
+    folder under the section's own ``out_dir`` ("" = the profile's runs folder)."""
+    overrides = () if cfg.train_steps is None else (("max_steps", cfg.train_steps),)
+    root = str(cfg.results_dir / "runs") if cfg.out_dir else ""
+    return overrides, root
 
 
 def _eval_dir(cfg: TableSectionConfig, row: Row) -> Path:

@@ -224,10 +224,12 @@ def paired(
     bench: str | None = None,
     metric: str = "avg",
     confidence: float = 0.95,
+    scale: float = 1.0,
 ) -> PairedInterval | None:
     """Row ``a`` minus row ``b`` paired by training seed (each seed's two rows scored on that
     seed's evaluation seeds): mean and t interval over the seeds both rows have, on ``bench``
-    or (``bench`` None) on the mean over benchmarks; None when they share no seed."""
+    or (``bench`` None) on the mean over benchmarks, each difference times ``scale`` (100:
+    points); None when they share no seed."""
     ra, rb = row(table, a), row(table, b)
     if ra is None or rb is None:
         raise KeyError(f"rows {a!r} and {b!r} must both be in the table")
@@ -238,7 +240,8 @@ def paired(
     common = [k for k in sa["by_seed"] if k in sb["by_seed"]]
     if not common:
         return None
-    return paired_interval([sa["by_seed"][k] - sb["by_seed"][k] for k in common], confidence)
+    diffs = [scale * (sa["by_seed"][k] - sb["by_seed"][k]) for k in common]
+    return paired_interval(diffs, confidence)
 
 
 def compare(table: dict[str, Any], a: str, b: str, metric: str = "avg") -> dict[str, Any]:

@@ -66,6 +66,33 @@ def test_book_builds_without_warnings(tmp_path):
     for page in ("main_table", "schedule_sweep", "reduction_factorial"):
         assert "(matched step)" in (html / f"{page}.html").read_text(), f"{page}: no control rows"
     _check_findings(html)
+    _check_readable(html)
+
+
+def _check_readable(html: Path) -> None:
+    """Every page reads as a product: tables show "-" (never NaN/None) for a missing value and
+    words (not snake_case keys) in their column headers; the table stylesheet that wraps and
+    scrolls wide tables is loaded; the prose carries no development-log words."""
+    for path in sorted(html.glob("*.html")):
+        if path.name in ("genindex.html", "search.html"):
+            continue
+        text = path.read_text()
+        assert "_static/pwopsd.css" in text, f"{path.name}: the table stylesheet is not loaded"
+        for table in re.findall(r"<table.*?</table>", text, re.S):
+            cells = [
+                re.sub(r"<[^>]+>", "", c).strip()
+                for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", table, re.S)
+            ]
+            missing = [c for c in cells if c.lower() in ("nan", "none", "<na>", "nat")]
+            assert not missing, f"{path.name}: a table shows {missing[0]!r} for a missing value"
+            head = re.search(r"<thead>(.*?)</thead>", table, re.S)
+            headers = re.findall(r"<th[^>]*>(.*?)</th>", head[1], re.S) if head else []
+            snake = [
+                h for h in headers if re.search(r"[a-z]{2,}_[a-z]{2,}", re.sub(r"<[^>]+>", "", h))
+            ]
+            assert not snake, f"{path.name}: snake_case column header {snake[0]!r}"
+        words = re.search(r"issue [0-9]|toy world v[0-9]|status line", text, re.I)
+        assert words is None, f"{path.name}: development-log words {words[0]!r}"
 
 
 FINDING_STARTS = {

@@ -206,7 +206,7 @@ def test_every_page_finding_is_bold_and_free_of_nan() -> None:
 def test_page_findings_say_no_results_yet_when_files_are_missing(monkeypatch) -> None:
     monkeypatch.setattr(page_findings.tables, "load_section", lambda *a, **k: None)
     monkeypatch.setattr(page_findings.beyond, "section_results", lambda *a, **k: [])
-    monkeypatch.setattr(page_findings.premise, "section_results", lambda *a, **k: [])
+    monkeypatch.setattr(page_findings.premise_report, "section_results", lambda *a, **k: [])
     monkeypatch.setattr(page_findings.figures, "load_seeds", lambda *a, **k: {})
     for section in page_findings.SECTIONS:
         assert "No results yet" in page_findings.section_finding(section), section

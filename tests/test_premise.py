@@ -14,12 +14,13 @@ import random
 import pandas as pd
 import pytest
 
-from pwopsd import premise
+from pwopsd import premise, premise_report
 from pwopsd.config import ConfigError, PositionPremiseConfig, SamplingConfig, get_profile
 from pwopsd.toy import examples, task
 from pwopsd.toy.teacher_signal import position_split, third_of
 from pwopsd.train import RunSpec, train
 from pwopsd.train.loop import matched_step_lr
+from pwopsd.vocab import METRICS
 
 PROFILE = get_profile("toy")
 
@@ -216,40 +217,48 @@ def test_position_auroc_is_oriented_early_as_the_paper_does():
 
 def _result(seed: int, gaps: dict[float, float]) -> dict:
     """A results file whose PW-OPSD Moderate row beats OPSD by ``gaps[share]`` points on
-    every set at each dial setting."""
+    every set and metric at each dial setting."""
     rows = []
     for share, gap in gaps.items():
         for key, value in (("opsd", 0.5), ("pw_opsd_moderate", 0.5 + gap / 100)):
-            scores = {b: {"avg": {"mean": value + 0.01 * i}} for i, b in enumerate("abcd")}
-            rows.append({"key": f"dial{share:g}/{key}", "scores": scores})
-    return {"seed": seed, "dial": list(gaps), "rows": rows}
+            scores = {b: {m: {"mean": value + 0.01 * i} for m in METRICS}
+                      for i, b in enumerate("abcd")}  # fmt: skip
+            rows.append({"key": f"dial{share:g}/{key}", "label": key, "family": "qwen3",
+                         "method": key, "run": key, "factors": {"dial": share},
+                         "scores": scores})  # fmt: skip
+    return {"section": "position_premise", "seed": seed, "dial": list(gaps),
+            "benchmarks": [{"name": b} for b in "abcd"], "rows": rows}  # fmt: skip
 
 
 def test_gap_frame_pairs_by_seed_and_the_verdict_follows_the_stated_reading():
     per_seed = [_result(1, {0.0: -4.0, 1.0: 3.0}), _result(2, {0.0: -2.0, 1.0: 5.0}),
                 _result(3, {0.0: -3.0, 1.0: 4.0})]  # fmt: skip
-    gaps = premise.gap_frame(per_seed, {"pw_opsd_moderate": "PW-OPSD Moderate"})
+    gaps = premise_report.gap_frame(per_seed, {"pw_opsd_moderate": "PW-OPSD Moderate"})
     at1 = gaps[gaps["shortcut share"] == 1.0].iloc[0]
     assert at1["gap"] == pytest.approx(4.0) and at1["seeds"] == 3
     assert at1["low"] == pytest.approx(4.0 - 4.302653 * 1.0 / 3**0.5, abs=1e-4)
     settings = {k: {"teacher_signal": {"by_third": {"first": {"fkl_share": v}},
                                        "wrong_over_correct_fkl": r}}
                 for k, v, r in (("0", 0.2, 2.5), ("1", 0.6, 0.9))}  # fmt: skip
-    text = premise.verdict(gaps, settings)
+    text = premise_report.verdict(gaps, settings)
     assert "supports the premise" in text and "0.20 to 0.60 (up)" in text
     assert "from 2.50 to 0.90" in text
     # the same gaps without the early share rising do not support the premise
     flat_signal = {k: {"teacher_signal": {"by_third": {"first": {"fkl_share": 0.5}},
                                           "wrong_over_correct_fkl": 2.0}} for k in ("0", "1")}  # fmt: skip
-    assert "does not settle it" in premise.verdict(gaps, flat_signal)
+    assert "does not settle it" in premise_report.verdict(gaps, flat_signal)
     # OPSD below the base model at the strongest setting is said
     gains = pd.DataFrame([{"shortcut share": 1.0, "row": "OPSD", "gap": -30.0, "low": -35.0,
                            "high": -25.0, "seeds": 3}])  # fmt: skip
-    assert "OPSD itself falls below the base model" in premise.verdict(gaps, settings, gains=gains)
-    flat = premise.gap_frame([_result(s, {0.0: -3.0 - s, 1.0: -4.0 - s}) for s in (1, 2, 3)],
-                             {"pw_opsd_moderate": "PW-OPSD Moderate"})  # fmt: skip
-    assert "refutes the premise" in premise.verdict(flat, settings)
-    legend = premise.plot_gaps(gaps).axes[0].get_legend()
+    assert "OPSD itself falls below the base model" in premise_report.verdict(
+        gaps, settings, gains=gains
+    )
+    flat = premise_report.gap_frame(
+        [_result(s, {0.0: -3.0 - s, 1.0: -4.0 - s}) for s in (1, 2, 3)],
+        {"pw_opsd_moderate": "PW-OPSD Moderate"},
+    )
+    assert "refutes the premise" in premise_report.verdict(flat, settings)
+    legend = premise_report.plot_gaps(gaps).axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["PW-OPSD Moderate"]
     assert list(gaps.columns) == ["shortcut share", "row", "gap", "low", "high", "seeds"]
 
@@ -317,7 +326,8 @@ def test_own_recipe_rows_follow_the_tuning_file(tmp_path, monkeypatch):
     assert cfg.learning_rate == 3e-4 and cfg.tau_clip is None and cfg.eval_step == cfg.max_steps
     assert own["dial0/pw_opsd_aggressive_own"].run.schedule == "aggressive"
     assert "noclip_lr3e-4" in own["dial0/pw_opsd_aggressive_own"].label
-    frame = premise.tuning_frame(path)
-    assert frame.loc["noclip_lr3e-4", "pw_opsd_aggressive"] == pytest.approx(70.0)
+    frame = premise_report.tuning_frame(path)
+    assert list(frame.columns) == ["OPSD", "PW-OPSD Aggressive"]
+    assert frame.loc["noclip_lr3e-4", "PW-OPSD Aggressive"] == pytest.approx(70.0)
     monkeypatch.setattr(recipe, "PER_METHOD_PATH", tmp_path / "missing.json")
     assert premise.own_recipe_rows(PositionPremiseConfig()) == []
