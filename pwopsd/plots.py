@@ -389,7 +389,7 @@ def calibration_checks_frame(cal: dict[str, Any]) -> pd.DataFrame:
         if "logprob_max_abs_diff" in entry:
             row["vLLM vs HF max |logprob diff|"] = f"{entry['logprob_max_abs_diff']:.1e}"
         rows[family] = row
-    return pd.DataFrame(rows).fillna("-").rename_axis("check")
+    return pd.DataFrame(rows).astype(object).fillna("-").rename_axis("check")
 
 
 def plot_calibration(cal: dict[str, Any]) -> plt.Figure:

@@ -108,7 +108,7 @@ def wall_time_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
             {
                 "seed": seed,
                 "notebooks with results": f"{len(group)} of {len(SECTIONS)}",
-                "not yet run": ", ".join(missing) or "none",
+                "not yet run": ", ".join(missing) or "-",
                 "total wall time (min)": round(group["wall_seconds"].sum() / 60, 1),
             }
         )

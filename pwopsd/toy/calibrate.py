@@ -209,8 +209,8 @@ def band_note(entry: dict) -> str:
     checks.update(signal["checks"] if signal else {"teacher_signal_measured": False})
     unmet = [name for name, ok in checks.items() if not ok]
     if not unmet:
-        return "every band of issue 9 is met"
-    return "not met: " + ", ".join(unmet) + " (why: book/toy_world.md)"
+        return "every band is met"
+    return "not met: " + ", ".join(name.replace("_", " ") for name in unmet)
 
 
 def checkpoint_paths(families: list[str], checkpoints: Path | None = None) -> dict[str, str]:
