@@ -78,6 +78,7 @@ def _check_readable(html: Path) -> None:
             continue
         text = path.read_text()
         assert "_static/pwopsd.css" in text, f"{path.name}: the table stylesheet is not loaded"
+        assert "IPython.core.display" not in text, f"{path.name}: an object's repr, not its view"
         for table in re.findall(r"<table.*?</table>", text, re.S):
             cells = [
                 re.sub(r"<[^>]+>", "", c).strip()
