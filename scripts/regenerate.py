@@ -24,34 +24,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's pwopsd (a worktree's), not the installed one
+
+from pwopsd.config import NOTEBOOK_CONFIGS  # noqa: E402
+from pwopsd.provenance import git_commit  # noqa: E402
+
 PY = sys.executable
-SECTIONS = (
-    "diagnostic",
-    "main_table",
-    "schedule_sweep",
-    "cross_model",
-    "reduction_factorial",
-    "position_premise",
-    "beyond",
-)
+SECTIONS = tuple(NOTEBOOK_CONFIGS)
+"""Every notebook, in the order ``make results`` runs them."""
 PER_METHOD = ("opsd", "pw_opsd_moderate", "pw_opsd_aggressive")
-
-
-def head() -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def dirty() -> str:
-    """Uncommitted changes outside results/ (what would make the files record "-dirty")."""
-    return subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def commits_in(path: Path) -> set[str]:
@@ -106,7 +87,11 @@ def steps(seeds: list[int]) -> list[tuple[str, list[str], Path]]:
     ]
     for seed in seeds:
         for section in SECTIONS:
-            cmd = ["make", section, f"SEED={seed}", "PROFILE=toy"]
+            # What `make <section> SEED=k` runs, with this interpreter's papermill (a worktree
+            # has no .venv of its own).
+            executed = f"results/toy/{section}/{section}.seed{seed}.executed.ipynb"
+            cmd = [str(Path(PY).with_name("papermill")), f"notebooks/{section}.ipynb", executed,
+                   "-p", "seed", str(seed), "-p", "profile", "toy", "--cwd", "notebooks"]  # fmt: skip
             out.append(
                 (f"{section} seed {seed}", cmd, toy / section / f"{section}.seed{seed}.json")
             )
@@ -119,14 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", help="run only the steps whose name starts with these")
     ap.add_argument("--dry-run", action="store_true", help="list the steps and which are done")
     args = ap.parse_args(argv)
-    if (changes := dirty()) and not args.dry_run:
-        print(f"refusing: uncommitted changes outside results/:\n{changes}", file=sys.stderr)
+    commit = git_commit()
+    if commit.endswith("-dirty") and not args.dry_run:
+        print("refusing: uncommitted changes outside results/ (git status)", file=sys.stderr)
         return 2
-    commit = head()
     todo = steps(args.seeds)
     if args.only:
         todo = [s for s in todo if any(s[0].startswith(o) for o in args.only)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
     for i, (name, cmd, proof) in enumerate(todo, 1):
         # teacher-signal writes into calibration.json after calibrate: done only when both did.
         done = commits_in(proof) == {commit} and not (
@@ -137,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if done or args.dry_run:
             continue
         start, load = time.time(), os.getloadavg()[0]
+        proof.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(cmd, cwd=ROOT, env=env, check=True)
         print(f"    {name}: {time.time() - start:.0f} s, load before {load:.2f}", flush=True)
     return 0
