@@ -184,13 +184,13 @@ def _strings(payload: Any) -> list[str]:
     return [payload] if isinstance(payload, str) else []
 
 
-def _commits(payload: Any) -> list[str]:
+def recorded_commits(payload: Any) -> list[str]:
     """Every ``git_commit`` recorded anywhere in a results file (provenance blocks nest)."""
     if isinstance(payload, dict):
         found = [payload["git_commit"]] if isinstance(payload.get("git_commit"), str) else []
-        return found + [c for v in payload.values() for c in _commits(v)]
+        return found + [c for v in payload.values() for c in recorded_commits(v)]
     if isinstance(payload, list):
-        return [c for v in payload for c in _commits(v)]
+        return [c for v in payload for c in recorded_commits(v)]
     return []
 
 
@@ -206,7 +206,7 @@ def audit_results(paths: list[Path]) -> dict[str, list[str]]:
             # A machine's path: "/" then a folder name, then more path ("/ not a path" is text).
             if text.startswith("/") and "/" in text[1:] and " " not in text.split("/")[1]:
                 found["absolute paths"].append(f"{name}: {text}")
-        for commit in sorted(set(_commits(payload))):
+        for commit in sorted(set(recorded_commits(payload))):
             found["commits"].append(f"{name}: {commit}")
             if commit.endswith("-dirty"):
                 found["dirty commits"].append(f"{name}: {commit}")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's pwopsd (a worktree's), not the installed one
 
 from pwopsd.config import NOTEBOOK_CONFIGS  # noqa: E402
-from pwopsd.provenance import git_commit  # noqa: E402
+from pwopsd.provenance import git_commit, recorded_commits  # noqa: E402
 
 PY = sys.executable
 SECTIONS = tuple(NOTEBOOK_CONFIGS)
@@ -37,22 +37,7 @@ PER_METHOD = ("opsd", "pw_opsd_moderate", "pw_opsd_aggressive")
 
 def commits_in(path: Path) -> set[str]:
     """Every git_commit a results file records (empty when it does not exist)."""
-    if not path.exists():
-        return set()
-    found: set[str] = set()
-
-    def walk(x: object) -> None:
-        if isinstance(x, dict):
-            if isinstance(x.get("git_commit"), str):
-                found.add(x["git_commit"])
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-
-    walk(json.loads(path.read_text()))
-    return found
+    return set(recorded_commits(json.loads(path.read_text()))) if path.exists() else set()
 
 
 def steps(seeds: list[int]) -> list[tuple[str, list[str], Path]]:
