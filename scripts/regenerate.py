@@ -3,8 +3,10 @@
     .venv/bin/python scripts/regenerate.py [--seeds 1 2 3] [--only STEP ...] [--dry-run]
 
 Runs, in order: the benchmarks (loss, grading, rollout, engine start-up), the toy calibration
-and teacher signal, the recipe tunings, then every section's notebook for each seed (all
-sections of seed 1 first, so a seed's training runs are shared between its sections).
+and teacher signal, the recipe tunings, the diagnostic for every seed, "beyond" for every seed
+(its fitted schedule pools all the diagnostic's seeds, so they come first), then the other
+sections' notebooks, seed by seed. Training runs are cached per seed in ``results/toy/runs``,
+so sections of one seed share them whatever the order.
 
 The tree must be clean (``results/`` aside): every file then records the same clean commit,
 which ``tests/test_results_provenance.py`` checks. A step whose output already records this
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -70,17 +73,35 @@ def steps(seeds: list[int]) -> list[tuple[str, list[str], Path]]:
             toy / "recipe_tuning_per_method.json",
         ),
     ]
-    for seed in seeds:
-        for section in SECTIONS:
-            # What `make <section> SEED=k` runs, with this interpreter's papermill (a worktree
-            # has no .venv of its own).
-            executed = f"results/toy/{section}/{section}.seed{seed}.executed.ipynb"
-            cmd = [str(Path(PY).with_name("papermill")), f"notebooks/{section}.ipynb", executed,
-                   "-p", "seed", str(seed), "-p", "profile", "toy", "--cwd", "notebooks"]  # fmt: skip
-            out.append(
-                (f"{section} seed {seed}", cmd, toy / section / f"{section}.seed{seed}.json")
-            )
+    first = ("diagnostic", "beyond")
+    order = [(section, seed) for section in first for seed in seeds]
+    order += [(sec, seed) for seed in seeds for sec in SECTIONS if sec not in first]
+    for section, seed in order:
+        # What `make <section> SEED=k` runs, with this interpreter's papermill (a worktree has
+        # no .venv of its own).
+        executed = f"results/toy/{section}/{section}.seed{seed}.executed.ipynb"
+        cmd = [str(Path(PY).with_name("papermill")), f"notebooks/{section}.ipynb", executed,
+               "-p", "seed", str(seed), "-p", "profile", "toy", "--cwd", "notebooks"]  # fmt: skip
+        out.append((f"{section} seed {seed}", cmd, toy / section / f"{section}.seed{seed}.json"))
     return out
+
+
+STALE_CACHES = (
+    Path("results/toy/position_premise/dial_measurements.json"),
+    Path("results/toy/position_premise/diagnostic"),
+)
+"""Files a section reuses when present instead of measuring again (the position premise's dial
+measurements): removed before a run when they record another commit, so they are remade."""
+
+
+def drop_stale_caches(commit: str) -> None:
+    """Remove each of :data:`STALE_CACHES` that records a commit other than ``commit``."""
+    for rel in STALE_CACHES:
+        path = ROOT / rel
+        files = sorted(path.rglob("*.json")) if path.is_dir() else [path] * path.exists()
+        if any(commits_in(f) != {commit} for f in files):
+            print(f"removing {rel}: recorded by another commit, so it is measured again")
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = steps(args.seeds)
     if args.only:
         todo = [s for s in todo if any(s[0].startswith(o) for o in args.only)]
+    if not args.dry_run:
+        drop_stale_caches(commit)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
     for i, (name, cmd, proof) in enumerate(todo, 1):
         # teacher-signal writes into calibration.json after calibrate: done only when both did.
